@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for the spillway API (see protos/spillway/v1)."""
