@@ -1,0 +1,1 @@
+"""spillway's scheduler: the gRPC Scheduler service, job store, dispatch, pools and upload."""

@@ -1,0 +1,237 @@
+"""The scheduler's configuration, read once from an environment mapping.
+
+Every variable is a constant below with its default; a bad value stops startup with a
+message naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+REDIS_URL = "REDIS_URL"
+"""Redis holding all state. Default redis://127.0.0.1:6379/0."""
+LISTEN = "SPILLWAY_SCHEDULER_LISTEN"
+"""host:port the gRPC server binds. Default 127.0.0.1:50051 (port 0 picks a free one)."""
+API_KEYS = "SPILLWAY_API_KEYS"
+"""Comma-separated `key=tenant` pairs. Required."""
+INHOUSE_RENDERERS = "SPILLWAY_INHOUSE_RENDERERS"
+"""Comma-separated `host:port=slots` in-house renderer endpoints. Default 127.0.0.1:50061=2."""
+MODELS = "SPILLWAY_MODELS"
+"""Comma-separated model names accepted on submit; the first is the default."""
+S3_BUCKET = "SPILLWAY_S3_BUCKET"
+"""Bucket for finished MP4s. Default spillway-videos."""
+S3_ENDPOINT_URL = "SPILLWAY_S3_ENDPOINT_URL"
+"""S3 endpoint; empty for AWS. Credentials come from boto3's usual AWS_* variables."""
+S3_PUBLIC_ENDPOINT_URL = "SPILLWAY_S3_PUBLIC_ENDPOINT_URL"
+"""Endpoint that presigned URLs name, when callers reach S3 by another address."""
+S3_REGION = "SPILLWAY_S3_REGION"
+"""Default us-east-1."""
+S3_KEY_PREFIX = "SPILLWAY_S3_KEY_PREFIX"
+"""Object key is `<prefix><job id>.mp4`. Default videos/."""
+S3_MULTIPART_THRESHOLD_BYTES = "SPILLWAY_S3_MULTIPART_THRESHOLD_BYTES"
+"""Uploads at least this large go multipart. Default 8 MiB."""
+S3_PART_BYTES = "SPILLWAY_S3_PART_BYTES"
+"""Multipart part size. Default 8 MiB (S3's minimum is 5 MiB)."""
+PRESIGN_EXPIRES_S = "SPILLWAY_PRESIGN_EXPIRES_S"
+"""Lifetime of a content URL. Default 3600."""
+RETENTION_S = "SPILLWAY_RETENTION_S"
+"""How long a finished job (and its idempotency key) is kept. Default 86400."""
+LEASE_S = "SPILLWAY_LEASE_S"
+"""A dispatched job is reclaimed when its replica fails to renew it for this long. Default 30."""
+MAX_ATTEMPTS = "SPILLWAY_MAX_ATTEMPTS"
+"""Dispatches per job before it fails (renderer lost, replica died). Default 3."""
+EVENTS_MAXLEN = "SPILLWAY_EVENTS_MAXLEN"
+"""Approximate cap on each job's event stream. Default 256."""
+RENDER_TIMEOUT_S = "SPILLWAY_RENDER_TIMEOUT_S"
+"""Longest one render may take before it is retried. Default 900."""
+SHUTDOWN_GRACE_S = "SPILLWAY_SHUTDOWN_GRACE_S"
+"""On shutdown, running jobs get this long to finish before they are requeued. Default 30."""
+REPLICA_ID = "SPILLWAY_REPLICA_ID"
+"""This replica's name in leases and logs. Default host-pid-random."""
+
+_ENDPOINT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_TENANT = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_MODEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class RendererEndpoint:
+    address: str
+    slots: int
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str
+    endpoint_url: str | None
+    public_endpoint_url: str | None
+    region: str
+    key_prefix: str
+    multipart_threshold_bytes: int
+    part_bytes: int
+    presign_expires_s: int
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    redis_url: str
+    listen: str
+    api_keys: Mapping[str, str]
+    inhouse: tuple[RendererEndpoint, ...]
+    models: tuple[str, ...]
+    s3: S3Config
+    retention_s: int
+    lease_s: float
+    max_attempts: int
+    events_maxlen: int
+    render_timeout_s: float
+    shutdown_grace_s: float
+    replica_id: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerConfig:
+        env = os.environ if environ is None else environ
+        s3 = S3Config(
+            bucket=_get(env, S3_BUCKET, "spillway-videos", _nonempty),
+            endpoint_url=env.get(S3_ENDPOINT_URL) or None,
+            public_endpoint_url=env.get(S3_PUBLIC_ENDPOINT_URL) or None,
+            region=_get(env, S3_REGION, "us-east-1", _nonempty),
+            key_prefix=env.get(S3_KEY_PREFIX, "videos/"),
+            multipart_threshold_bytes=_get(
+                env, S3_MULTIPART_THRESHOLD_BYTES, str(8 * _MIB), _int_at_least(1)
+            ),
+            part_bytes=_get(env, S3_PART_BYTES, str(8 * _MIB), _int_at_least(5 * _MIB)),
+            presign_expires_s=_get(env, PRESIGN_EXPIRES_S, "3600", _int_in(1, 604800)),
+        )
+        return cls(
+            redis_url=_get(env, REDIS_URL, "redis://127.0.0.1:6379/0", _redis_url),
+            listen=_get(env, LISTEN, "127.0.0.1:50051", _endpoint),
+            api_keys=_get(env, API_KEYS, None, _api_keys),
+            inhouse=_get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
+            models=_get(env, MODELS, "sora-2,sora-2-pro", _models),
+            s3=s3,
+            retention_s=_get(env, RETENTION_S, "86400", _int_at_least(60)),
+            lease_s=_get(env, LEASE_S, "30", _float_at_least(0.5)),
+            max_attempts=_get(env, MAX_ATTEMPTS, "3", _int_at_least(1)),
+            events_maxlen=_get(env, EVENTS_MAXLEN, "256", _int_at_least(16)),
+            render_timeout_s=_get(env, RENDER_TIMEOUT_S, "900", _float_at_least(1)),
+            shutdown_grace_s=_get(env, SHUTDOWN_GRACE_S, "30", _float_at_least(0)),
+            replica_id=env.get(REPLICA_ID) or _default_replica_id(),
+        )
+
+
+T = TypeVar("T")
+
+
+def _get(env: Mapping[str, str], key: str, default: str | None, cast: Callable[[str], T]) -> T:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        if default is None:
+            raise ConfigError(f"{key} is required")
+        raw = default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r}: {exc}") from None
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _endpoint(raw: str) -> str:
+    if not _ENDPOINT.match(raw):
+        raise ValueError("expected host:port")
+    return raw
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def cast(raw: str) -> int:
+        value = int(raw)
+        if value < low:
+            raise ValueError(f"must be at least {low}")
+        return value
+
+    return cast
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def cast(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return cast
+
+
+def _float_at_least(low: float) -> Callable[[str], float]:
+    def cast(raw: str) -> float:
+        value = float(raw)
+        if not value >= low:
+            raise ValueError(f"must be at least {low}")
+        return value
+
+    return cast
+
+
+def _pairs(raw: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in raw.split(","):
+        left, sep, right = item.strip().rpartition("=")
+        if not sep or not left or not right:
+            raise ValueError(f"expected comma-separated left=right pairs, got {item.strip()!r}")
+        pairs.append((left, right))
+    return pairs
+
+
+def _api_keys(raw: str) -> Mapping[str, str]:
+    keys: dict[str, str] = {}
+    for key, tenant in _pairs(raw):
+        if len(key) < 8:
+            raise ValueError("each API key must be at least 8 characters")
+        if not _TENANT.match(tenant):
+            raise ValueError(f"tenant {tenant!r} must be 1-64 of A-Z a-z 0-9 _ -")
+        if key in keys:
+            raise ValueError("an API key appears twice")
+        keys[key] = tenant
+    return keys
+
+
+def _renderers(raw: str) -> tuple[RendererEndpoint, ...]:
+    endpoints = []
+    for address, slots in _pairs(raw):
+        _endpoint(address)
+        endpoints.append(RendererEndpoint(address, _int_at_least(1)(slots)))
+    return tuple(endpoints)
+
+
+def _models(raw: str) -> tuple[str, ...]:
+    models = tuple(m.strip() for m in raw.split(","))
+    for model in models:
+        if not _MODEL.match(model):
+            raise ValueError(f"model name {model!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    return models
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

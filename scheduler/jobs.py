@@ -1,0 +1,191 @@
+"""The job as stored in Redis: ids, statuses, the submitted spec and events."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+_ID = re.compile(r"^video_[0-9a-f]{32}$")
+
+
+_last_id = 0
+
+
+def new_job_id() -> str:
+    """A time-ordered id, like a monotonic ULID: 48 bits of milliseconds then 80 random
+    bits, kept increasing within the process, so ids sort by creation time and a
+    tenant's jobs page by id."""
+    global _last_id
+    ms = time.time_ns() // 1_000_000
+    _last_id = max(ms << 80 | int.from_bytes(os.urandom(10)), _last_id + 1)
+    return f"video_{_last_id:032x}"
+
+
+def is_job_id(value: str) -> bool:
+    return bool(_ID.match(value))
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a caller asked for, validated."""
+
+    prompt: str
+    model: str
+    seconds: int
+    width: int
+    height: int
+    priority: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class Output:
+    bucket: str
+    key: str
+    bytes: int
+    sha256: str
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    tenant: str
+    status: Status
+    progress: int
+    spec: JobSpec
+    created_ms: int
+    started_ms: int
+    completed_ms: int
+    expires_ms: int
+    pool: str
+    attempt: int
+    error_code: str
+    error_message: str
+    idempotency_key: str
+    trace_id: str
+    output: Output | None
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> Job:
+        output = None
+        if h.get("key"):
+            output = Output(
+                bucket=h["bucket"],
+                key=h["key"],
+                bytes=int(h["bytes"]),
+                sha256=h["sha256"],
+                duration_s=float(h["duration_s"]),
+            )
+        return cls(
+            id=h["id"],
+            tenant=h["tenant"],
+            status=Status(h["status"]),
+            progress=int(h.get("progress", 0)),
+            spec=JobSpec(
+                prompt=h["prompt"],
+                model=h["model"],
+                seconds=int(h["seconds"]),
+                width=int(h["width"]),
+                height=int(h["height"]),
+                priority=int(h["priority"]),
+            ),
+            created_ms=int(h["created_ms"]),
+            started_ms=int(h.get("started_ms") or 0),
+            completed_ms=int(h.get("completed_ms") or 0),
+            expires_ms=int(h["expires_ms"]),
+            pool=h.get("pool", ""),
+            attempt=int(h.get("attempt") or 0),
+            error_code=h.get("error_code", ""),
+            error_message=h.get("error_message", ""),
+            idempotency_key=h.get("idem", ""),
+            trace_id=h.get("trace_id", ""),
+            output=output,
+        )
+
+
+def initial_fields(
+    job_id: str,
+    tenant: str,
+    spec: JobSpec,
+    *,
+    idempotency_key: str,
+    trace_id: str,
+) -> dict[str, str]:
+    """The fields a new job starts with; the submit script adds server timestamps."""
+    return {
+        "id": job_id,
+        "tenant": tenant,
+        "status": Status.QUEUED.value,
+        "progress": "0",
+        "prompt": spec.prompt,
+        "model": spec.model,
+        "seconds": str(spec.seconds),
+        "width": str(spec.width),
+        "height": str(spec.height),
+        "priority": str(spec.priority),
+        "attempt": "0",
+        "idem": idempotency_key,
+        "trace_id": trace_id,
+    }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a job's event stream."""
+
+    id: str
+    job_id: str
+    type: str
+    status: Status
+    progress: int
+    time_ms: int
+    pool: str
+    error_code: str
+    error_message: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @classmethod
+    def decode(cls, job_id: str, event_id: str, data: str) -> Event:
+        d = json.loads(data)
+        return cls(
+            id=event_id,
+            job_id=job_id,
+            type=d["type"],
+            status=Status(d["status"]),
+            progress=int(d["progress"]),
+            time_ms=int(d["t"]),
+            pool=d.get("pool", ""),
+            error_code=d.get("error_code", ""),
+            error_message=d.get("error_message", ""),
+        )
+
+
+def stream_id_after(a: str, b: str) -> bool:
+    """Whether Redis stream id `a` comes after `b`."""
+    a_ms, _, a_seq = a.partition("-")
+    b_ms, _, b_seq = b.partition("-")
+    return (int(a_ms), int(a_seq or 0)) > (int(b_ms), int(b_seq or 0))

@@ -1,0 +1,15 @@
+-- KEYS: job, events, queue, leases
+-- ARGV: id, channel, events maxlen, retention ms, tenant
+-- Cancels a queued or running job of the tenant. A running job's owner sees the
+-- cancelled event and stops its render. Returns the job's hash, or false if the
+-- tenant has no such job.
+if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[5] then
+  return false
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'in_progress' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  finish(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[4], ARGV[1], 'cancelled', 'cancelled',
+    'cancelled on request', tonumber(ARGV[4]))
+end
+return redis.call('HGETALL', KEYS[1])

@@ -1,0 +1,26 @@
+-- KEYS: job, events, queue, leases, tenant jobs
+-- ARGV: id, channel, events maxlen, tenant, idempotency key prefix
+-- Deletes a job of the tenant and everything that names it, cancelling it first if it
+-- still runs. Returns the job's hash as it was, or false if the tenant has no such job.
+if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[4] then
+  return false
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'in_progress' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  finish(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[4], ARGV[1], 'cancelled', 'cancelled',
+    'deleted on request', 60000)
+end
+local fields = redis.call('HGETALL', KEYS[1])
+local idem = redis.call('HGET', KEYS[1], 'idem')
+if idem and idem ~= '' then
+  local ik = ARGV[5] .. idem
+  if redis.call('GET', ik) == ARGV[1] then
+    redis.call('DEL', ik)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+return fields

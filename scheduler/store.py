@@ -1,0 +1,237 @@
+"""The Redis job store: every state change of a job is one Lua script, one round trip.
+
+A script changes the job hash, its queue or lease entry and appends its event together,
+so a reader never sees one without the other. Scripts that act for a dispatched job
+carry its attempt number as a fencing token: a replica that lost its lease cannot
+overwrite what the next attempt did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+
+from scheduler import keys
+from scheduler.jobs import Event, Job, JobSpec, Output, initial_fields, new_job_id
+
+
+_LUA = Path(__file__).with_name("lua")
+
+
+def _load(name: str) -> str:
+    return (_LUA / "prelude.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
+
+
+class Finish(StrEnum):
+    OK = "ok"
+    GONE = "gone"
+    """The job was deleted while it ran."""
+    STALE = "stale"
+    """The job was cancelled, or reclaimed and handed to another attempt."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool
+
+
+class JobStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        retention_s: int,
+        events_maxlen: int,
+        max_attempts: int,
+    ) -> None:
+        self._r = client
+        self._retention_ms = retention_s * 1000
+        self._maxlen = events_maxlen
+        self._max_attempts = max_attempts
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(_load(name))
+            for name in (
+                "submit", "claim", "progress", "finish", "requeue", "reclaim", "renew",
+                "cancel", "delete",
+            )
+        }
+
+    async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys_), args=list(args))
+
+    async def submit(
+        self, tenant: str, spec: JobSpec, *, idempotency_key: str = "", trace_id: str = ""
+    ) -> Submitted:
+        job_id = new_job_id()
+        fields = initial_fields(
+            job_id, tenant, spec, idempotency_key=idempotency_key, trace_id=trace_id
+        )
+        created, stored_id = await self._run(
+            "submit",
+            [
+                keys.job(job_id), keys.QUEUE, keys.events(job_id),
+                keys.idempotency(tenant, idempotency_key), keys.tenant_jobs(tenant),
+                keys.WAKE, keys.SEQ,
+            ],
+            [
+                job_id, "1" if idempotency_key else "0", self._retention_ms, spec.priority,
+                keys.channel(job_id), self._maxlen, keys.JOB_PREFIX,
+                *_flatten(fields),
+            ],
+        )
+        job = await self.get(stored_id)
+        if job is None:
+            raise RuntimeError(f"job {stored_id} vanished right after submit")
+        return Submitted(job=job, created=bool(created))
+
+    async def get(self, job_id: str) -> Job | None:
+        h = await self._r.hgetall(keys.job(job_id))  # type: ignore[misc]
+        return Job.from_hash(h) if h else None
+
+    async def list(
+        self, tenant: str, *, after: str, limit: int, order: Literal["asc", "desc"]
+    ) -> tuple[list[Job], bool]:
+        """A page of the tenant's jobs after the id `after`, and whether more follow."""
+        index = keys.tenant_jobs(tenant)
+        if order == "asc":
+            ids = await self._r.zrange(
+                index, f"({after}" if after else "-", "+", bylex=True, offset=0, num=limit + 1
+            )
+        else:
+            ids = await self._r.zrange(
+                index, f"({after}" if after else "+", "-", desc=True, bylex=True,
+                offset=0, num=limit + 1,
+            )
+        has_more = len(ids) > limit
+        ids = ids[:limit]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(keys.job(job_id))
+            hashes = await pipe.execute()
+        jobs = [Job.from_hash(h) for h in hashes if h]
+        if expired := [i for i, h in zip(ids, hashes, strict=True) if not h]:
+            await self._r.zrem(index, *expired)
+        return jobs, has_more
+
+    async def claim(self, owner: str, pool: str, lease_s: float) -> Job | None:
+        h = await self._run(
+            "claim",
+            [keys.QUEUE, keys.LEASES, keys.WAKE],
+            [
+                keys.JOB_PREFIX, keys.EVENTS_PREFIX, keys.CHANNEL_PREFIX, owner,
+                int(lease_s * 1000), pool, self._maxlen,
+            ],
+        )
+        return Job.from_hash(_pairs(h)) if h else None
+
+    async def wait_for_work(self, timeout_s: float) -> bool:
+        """Blocks until a submit (or a requeue) may have left work in the queue."""
+        return await self._r.blpop([keys.WAKE], timeout=timeout_s) is not None  # type: ignore[misc]
+
+    async def progress(self, job: Job, event_type: str, progress: int) -> bool:
+        return bool(
+            await self._run(
+                "progress",
+                [keys.job(job.id), keys.events(job.id)],
+                [keys.channel(job.id), self._maxlen, job.attempt, event_type, progress],
+            )
+        )
+
+    async def complete(self, job: Job, output: Output) -> Finish:
+        fields = {
+            "bucket": output.bucket,
+            "key": output.key,
+            "bytes": str(output.bytes),
+            "sha256": output.sha256,
+            "duration_s": repr(output.duration_s),
+        }
+        return await self._finish(job, "completed", "", "", fields)
+
+    async def fail(self, job: Job, code: str, message: str) -> Finish:
+        return await self._finish(job, "failed", code, message, {})
+
+    async def _finish(
+        self, job: Job, status: str, code: str, message: str, fields: Mapping[str, str]
+    ) -> Finish:
+        result = await self._run(
+            "finish",
+            [keys.job(job.id), keys.events(job.id), keys.LEASES],
+            [
+                job.id, keys.channel(job.id), self._maxlen, job.attempt, status,
+                self._retention_ms, code, message, *_flatten(fields),
+            ],
+        )
+        return Finish(result)
+
+    async def requeue(self, job: Job, code: str, message: str, *, counts: bool = True) -> str:
+        """Hands a running job back to the queue; with `counts` false (a replica shutting
+        down) the attempt is not charged against the job."""
+        result: str = await self._run(
+            "requeue",
+            [keys.job(job.id), keys.events(job.id), keys.LEASES, keys.QUEUE, keys.WAKE],
+            [
+                job.id, keys.channel(job.id), self._maxlen, job.attempt, self._max_attempts,
+                self._retention_ms, code, message, "1" if counts else "0",
+            ],
+        )
+        return result
+
+    async def renew(self, job_ids: Sequence[str], lease_s: float) -> int:
+        if not job_ids:
+            return 0
+        renewed: int = await self._run("renew", [keys.LEASES], [int(lease_s * 1000), *job_ids])
+        return renewed
+
+    async def reclaim(self, batch: int = 100) -> list[str]:
+        ids: list[str] = await self._run(
+            "reclaim",
+            [keys.LEASES, keys.QUEUE, keys.WAKE],
+            [
+                keys.JOB_PREFIX, keys.EVENTS_PREFIX, keys.CHANNEL_PREFIX, self._maxlen,
+                self._max_attempts, self._retention_ms, batch,
+            ],
+        )
+        return ids
+
+    async def cancel(self, tenant: str, job_id: str) -> Job | None:
+        h = await self._run(
+            "cancel",
+            [keys.job(job_id), keys.events(job_id), keys.QUEUE, keys.LEASES],
+            [job_id, keys.channel(job_id), self._maxlen, self._retention_ms, tenant],
+        )
+        return Job.from_hash(_pairs(h)) if h else None
+
+    async def delete(self, tenant: str, job_id: str) -> Job | None:
+        h = await self._run(
+            "delete",
+            [
+                keys.job(job_id), keys.events(job_id), keys.QUEUE, keys.LEASES,
+                keys.tenant_jobs(tenant),
+            ],
+            [job_id, keys.channel(job_id), self._maxlen, tenant, keys.idempotency_prefix(tenant)],
+        )
+        return Job.from_hash(_pairs(h)) if h else None
+
+    async def events_after(self, job_id: str, after: str, count: int = 1000) -> list[Event]:
+        start = f"({after}" if after else "-"
+        entries = await self._r.xrange(keys.events(job_id), min=start, count=count)
+        return [Event.decode(job_id, eid, fields["d"]) for eid, fields in entries]
+
+    async def queue_depth(self) -> int:
+        depth: int = await self._r.zcard(keys.QUEUE)
+        return depth
+
+
+def _flatten(fields: Mapping[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -1,0 +1,99 @@
+"""Validation of what callers send; field names are the REST parameter names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scheduler.errors import InvalidArgument
+from scheduler.jobs import JobSpec, is_job_id
+
+MAX_PROMPT_CHARS = 4000
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+SECONDS = (4, 8, 12)
+SIZES = {
+    "720x1280": (720, 1280),
+    "1280x720": (1280, 720),
+    "1024x1792": (1024, 1792),
+    "1792x1024": (1792, 1024),
+}
+DEFAULT_SECONDS = 4
+DEFAULT_SIZE = "720x1280"
+DEFAULT_PRIORITY = 5
+MAX_PRIORITY = 9
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+
+def validate_spec(
+    *,
+    prompt: str,
+    model: str,
+    seconds: int,
+    size: str,
+    priority: int,
+    models: Sequence[str],
+) -> JobSpec:
+    if not prompt.strip():
+        raise InvalidArgument("prompt", "must not be empty", reason="missing_prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidArgument(
+            "prompt",
+            f"is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}",
+            reason="prompt_too_long",
+        )
+    if "\x00" in prompt:
+        raise InvalidArgument("prompt", "must not contain NUL characters")
+    model = model or models[0]
+    if model not in models:
+        raise InvalidArgument(
+            "model",
+            f"unknown model {model!r}; available: {', '.join(models)}",
+            reason="unknown_model",
+        )
+    seconds = seconds or DEFAULT_SECONDS
+    if seconds not in SECONDS:
+        raise InvalidArgument(
+            "seconds",
+            f"unsupported value {seconds}; supported: {', '.join(map(str, SECONDS))}",
+            reason="unsupported_seconds",
+        )
+    size = size or DEFAULT_SIZE
+    if size not in SIZES:
+        raise InvalidArgument(
+            "size",
+            f"unsupported value {size!r}; supported: {', '.join(SIZES)}",
+            reason="unsupported_size",
+        )
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise InvalidArgument("priority", f"must be 0 to {MAX_PRIORITY}, got {priority}")
+    width, height = SIZES[size]
+    return JobSpec(
+        prompt=prompt, model=model, seconds=seconds, width=width, height=height, priority=priority
+    )
+
+
+def validate_idempotency_key(key: str) -> str:
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidArgument(
+            "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+        )
+    if not key.isprintable():
+        raise InvalidArgument("idempotency_key", "must be printable characters")
+    return key
+
+
+def validate_job_id(job_id: str, field: str = "id") -> str:
+    if not is_job_id(job_id):
+        raise InvalidArgument(
+            field, f"malformed video id {job_id[:80]!r}; expected video_<32 hex digits>",
+            reason="invalid_id",
+        )
+    return job_id
+
+
+def validate_page_size(page_size: int) -> int:
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument("limit", f"must be 1 to {MAX_PAGE_SIZE}, got {page_size}")
+    return page_size

@@ -1,0 +1,164 @@
+"""The Redis job store against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aredis
+
+from scheduler import keys
+from scheduler.jobs import JobSpec, Output, Status
+from scheduler.store import Finish, JobStore
+
+SPEC = JobSpec(prompt="a red fox", model="sora-2", seconds=4, width=720, height=1280, priority=5)
+
+
+@pytest.fixture
+def store(redis_client: aredis.Redis) -> JobStore:
+    return JobStore(redis_client, retention_s=3600, events_maxlen=64, max_attempts=2)
+
+
+async def test_submit_stores_job_queue_entry_and_event(store: JobStore) -> None:
+    """A submitted job is queued, readable, and its first event says so."""
+    submitted = await store.submit("acme", SPEC)
+    assert submitted.created
+    job = submitted.job
+    assert job.status is Status.QUEUED and job.tenant == "acme" and job.spec == SPEC
+    assert job.expires_ms - job.created_ms == 3600 * 1000
+    assert await store.queue_depth() == 1
+    events = await store.events_after(job.id, "")
+    assert [(e.type, e.status) for e in events] == [("queued", Status.QUEUED)]
+
+
+async def test_same_idempotency_key_returns_same_job(store: JobStore) -> None:
+    """A repeated idempotency key returns the first job, per tenant only."""
+    first = await store.submit("acme", SPEC, idempotency_key="k1")
+    again = await store.submit("acme", SPEC, idempotency_key="k1")
+    other_tenant = await store.submit("globex", SPEC, idempotency_key="k1")
+    assert again.job.id == first.job.id and not again.created
+    assert other_tenant.created and other_tenant.job.id != first.job.id
+    assert await store.queue_depth() == 2
+
+
+async def test_claim_takes_priority_then_fifo(store: JobStore) -> None:
+    """Claims take the highest priority first, and equal priorities in submission order."""
+    low = (await store.submit("t", SPEC)).job
+    high = (await store.submit("t", JobSpec(**{**SPEC.__dict__, "priority": 9}))).job
+    low2 = (await store.submit("t", SPEC)).job
+    order = []
+    while (job := await store.claim("r1", "inhouse", lease_s=30)) is not None:
+        order.append(job.id)
+        assert job.status is Status.IN_PROGRESS and job.attempt == 1 and job.pool == "inhouse"
+    assert order == [high.id, low.id, low2.id]
+
+
+async def test_claim_on_empty_queue_clears_wake_token(
+    store: JobStore, redis_client: aredis.Redis
+) -> None:
+    """An empty claim drops the wake token, so idle dispatchers block instead of spinning."""
+    await store.submit("t", SPEC)
+    assert await redis_client.llen(keys.WAKE) == 1  # type: ignore[misc]
+    assert await store.claim("r1", "inhouse", 30) is not None
+    assert await store.claim("r1", "inhouse", 30) is None
+    assert await redis_client.llen(keys.WAKE) == 0  # type: ignore[misc]
+    assert not await store.wait_for_work(timeout_s=0.05)
+
+
+async def test_wait_for_work_wakes_on_submit(store: JobStore) -> None:
+    """A dispatcher blocked on the wake list returns as soon as a job is submitted."""
+    waiter = asyncio.create_task(store.wait_for_work(timeout_s=5))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await store.submit("t", SPEC)
+    assert await asyncio.wait_for(waiter, 2)
+
+
+async def test_complete_sets_output_and_terminal_event(store: JobStore) -> None:
+    """Completing a job records its output, progress 100 and a terminal event."""
+    await store.submit("t", SPEC)
+    job = await store.claim("r1", "inhouse", 30)
+    assert job is not None
+    output = Output(bucket="b", key=f"videos/{job.id}.mp4", bytes=10, sha256="ab", duration_s=4.0)
+    assert await store.complete(job, output) is Finish.OK
+    done = await store.get(job.id)
+    assert done is not None and done.status is Status.COMPLETED and done.output == output
+    assert done.progress == 100 and done.completed_ms >= done.started_ms
+    events = await store.events_after(job.id, "")
+    assert events[-1].type == "completed" and events[-1].terminal
+
+
+async def test_stale_attempt_cannot_finish(store: JobStore) -> None:
+    """After a reclaim, the old attempt's completion is refused and the new one's accepted."""
+    await store.submit("t", SPEC)
+    old = await store.claim("r1", "inhouse", lease_s=0.01)
+    assert old is not None
+    await asyncio.sleep(0.03)
+    assert await store.reclaim() == [old.id]
+    new = await store.claim("r2", "inhouse", 30)
+    assert new is not None and new.id == old.id and new.attempt == 2
+    assert await store.fail(old, "render_failed", "x") is Finish.STALE
+    assert await store.progress(old, "progress", 50) is False
+    assert await store.complete(new, Output("b", "k", 1, "s", 4.0)) is Finish.OK
+
+
+async def test_reclaim_fails_job_after_max_attempts(store: JobStore) -> None:
+    """A job whose lease expires on its last attempt fails with the reason."""
+    await store.submit("t", SPEC)
+    for _ in range(2):
+        job = await store.claim("r1", "inhouse", lease_s=0.01)
+        assert job is not None
+        await asyncio.sleep(0.03)
+        await store.reclaim()
+    final = await store.get(job.id)
+    assert final is not None and final.status is Status.FAILED
+    assert final.error_code == "lease_expired" and "2 attempts" in final.error_message
+    assert await store.queue_depth() == 0
+
+
+async def test_requeue_on_shutdown_does_not_use_an_attempt(store: JobStore) -> None:
+    """A job handed back by a replica shutting down is queued again at its old attempt count."""
+    await store.submit("t", SPEC)
+    job = await store.claim("r1", "inhouse", 30)
+    assert job is not None
+    assert await store.requeue(job, "shutdown", "replica stopping", counts=False) == "requeued"
+    again = await store.claim("r2", "inhouse", 30)
+    assert again is not None and again.attempt == 1
+
+
+async def test_cancel_queued_job_removes_it_from_queue(store: JobStore) -> None:
+    """Cancelling a queued job takes it out of line; only its tenant may cancel it."""
+    job = (await store.submit("acme", SPEC)).job
+    assert await store.cancel("globex", job.id) is None
+    cancelled = await store.cancel("acme", job.id)
+    assert cancelled is not None and cancelled.status is Status.CANCELLED
+    assert cancelled.error_code == "cancelled"
+    assert await store.queue_depth() == 0
+    assert await store.claim("r1", "inhouse", 30) is None
+
+
+async def test_delete_removes_job_events_and_idempotency_key(store: JobStore) -> None:
+    """Deleting a job removes every key naming it; its idempotency key can be reused."""
+    job = (await store.submit("acme", SPEC, idempotency_key="k")).job
+    assert await store.delete("globex", job.id) is None
+    deleted = await store.delete("acme", job.id)
+    assert deleted is not None and deleted.id == job.id
+    assert await store.get(job.id) is None
+    assert await store.events_after(job.id, "") == []
+    assert await store.queue_depth() == 0
+    again = await store.submit("acme", SPEC, idempotency_key="k")
+    assert again.created and again.job.id != job.id
+
+
+async def test_list_pages_by_id_in_both_orders(store: JobStore) -> None:
+    """Listing pages through a tenant's jobs by cursor, newest or oldest first."""
+    ids = [(await store.submit("acme", SPEC)).job.id for _ in range(5)]
+    await store.submit("globex", SPEC)
+    page, more = await store.list("acme", after="", limit=2, order="asc")
+    assert [j.id for j in page] == ids[:2] and more
+    page, more = await store.list("acme", after=ids[1], limit=10, order="asc")
+    assert [j.id for j in page] == ids[2:] and not more
+    page, more = await store.list("acme", after="", limit=3, order="desc")
+    assert [j.id for j in page] == ids[::-1][:3] and more
+    page, more = await store.list("acme", after=ids[1], limit=3, order="desc")
+    assert [j.id for j in page] == [ids[0]] and not more
