@@ -12,14 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 
 from scheduler import keys
 from scheduler.jobs import Event, Job, JobSpec, Output, initial_fields, new_job_id
-
 
 _LUA = Path(__file__).with_name("lua")
 
@@ -58,8 +57,15 @@ class JobStore:
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(_load(name))
             for name in (
-                "submit", "claim", "progress", "finish", "requeue", "reclaim", "renew",
-                "cancel", "delete",
+                "submit",
+                "claim",
+                "progress",
+                "finish",
+                "requeue",
+                "reclaim",
+                "renew",
+                "cancel",
+                "delete",
             )
         }
 
@@ -76,13 +82,22 @@ class JobStore:
         created, stored_id = await self._run(
             "submit",
             [
-                keys.job(job_id), keys.QUEUE, keys.events(job_id),
-                keys.idempotency(tenant, idempotency_key), keys.tenant_jobs(tenant),
-                keys.WAKE, keys.SEQ,
+                keys.job(job_id),
+                keys.QUEUE,
+                keys.events(job_id),
+                keys.idempotency(tenant, idempotency_key),
+                keys.tenant_jobs(tenant),
+                keys.WAKE,
+                keys.SEQ,
             ],
             [
-                job_id, "1" if idempotency_key else "0", self._retention_ms, spec.priority,
-                keys.channel(job_id), self._maxlen, keys.JOB_PREFIX,
+                job_id,
+                "1" if idempotency_key else "0",
+                self._retention_ms,
+                spec.priority,
+                keys.channel(job_id),
+                self._maxlen,
+                keys.JOB_PREFIX,
                 *_flatten(fields),
             ],
         )
@@ -92,25 +107,31 @@ class JobStore:
         return Submitted(job=job, created=bool(created))
 
     async def get(self, job_id: str) -> Job | None:
-        h = await self._r.hgetall(keys.job(job_id))  # type: ignore[misc]
-        return Job.from_hash(h) if h else None
+        h = await self._r.hgetall(keys.job(job_id))
+        return Job.from_hash(cast(dict[str, str], h)) if h else None
 
-    async def list(
+    async def list_page(
         self, tenant: str, *, after: str, limit: int, order: Literal["asc", "desc"]
     ) -> tuple[list[Job], bool]:
         """A page of the tenant's jobs after the id `after`, and whether more follow."""
         index = keys.tenant_jobs(tenant)
+        found: Any
         if order == "asc":
-            ids = await self._r.zrange(
+            found = await self._r.zrange(
                 index, f"({after}" if after else "-", "+", bylex=True, offset=0, num=limit + 1
             )
         else:
-            ids = await self._r.zrange(
-                index, f"({after}" if after else "+", "-", desc=True, bylex=True,
-                offset=0, num=limit + 1,
+            found = await self._r.zrange(
+                index,
+                f"({after}" if after else "+",
+                "-",
+                desc=True,
+                bylex=True,
+                offset=0,
+                num=limit + 1,
             )
-        has_more = len(ids) > limit
-        ids = ids[:limit]
+        has_more = len(found) > limit
+        ids: list[str] = found[:limit]
         async with self._r.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(keys.job(job_id))
@@ -125,15 +146,21 @@ class JobStore:
             "claim",
             [keys.QUEUE, keys.LEASES, keys.WAKE],
             [
-                keys.JOB_PREFIX, keys.EVENTS_PREFIX, keys.CHANNEL_PREFIX, owner,
-                int(lease_s * 1000), pool, self._maxlen,
+                keys.JOB_PREFIX,
+                keys.EVENTS_PREFIX,
+                keys.CHANNEL_PREFIX,
+                owner,
+                int(lease_s * 1000),
+                pool,
+                self._maxlen,
             ],
         )
         return Job.from_hash(_pairs(h)) if h else None
 
     async def wait_for_work(self, timeout_s: float) -> bool:
         """Blocks until a submit (or a requeue) may have left work in the queue."""
-        return await self._r.blpop([keys.WAKE], timeout=timeout_s) is not None  # type: ignore[misc]
+        popped = await self._r.blpop([keys.WAKE], timeout=timeout_s)
+        return popped is not None
 
     async def progress(self, job: Job, event_type: str, progress: int) -> bool:
         return bool(
@@ -164,8 +191,15 @@ class JobStore:
             "finish",
             [keys.job(job.id), keys.events(job.id), keys.LEASES],
             [
-                job.id, keys.channel(job.id), self._maxlen, job.attempt, status,
-                self._retention_ms, code, message, *_flatten(fields),
+                job.id,
+                keys.channel(job.id),
+                self._maxlen,
+                job.attempt,
+                status,
+                self._retention_ms,
+                code,
+                message,
+                *_flatten(fields),
             ],
         )
         return Finish(result)
@@ -177,8 +211,15 @@ class JobStore:
             "requeue",
             [keys.job(job.id), keys.events(job.id), keys.LEASES, keys.QUEUE, keys.WAKE],
             [
-                job.id, keys.channel(job.id), self._maxlen, job.attempt, self._max_attempts,
-                self._retention_ms, code, message, "1" if counts else "0",
+                job.id,
+                keys.channel(job.id),
+                self._maxlen,
+                job.attempt,
+                self._max_attempts,
+                self._retention_ms,
+                code,
+                message,
+                "1" if counts else "0",
             ],
         )
         return result
@@ -194,8 +235,13 @@ class JobStore:
             "reclaim",
             [keys.LEASES, keys.QUEUE, keys.WAKE],
             [
-                keys.JOB_PREFIX, keys.EVENTS_PREFIX, keys.CHANNEL_PREFIX, self._maxlen,
-                self._max_attempts, self._retention_ms, batch,
+                keys.JOB_PREFIX,
+                keys.EVENTS_PREFIX,
+                keys.CHANNEL_PREFIX,
+                self._maxlen,
+                self._max_attempts,
+                self._retention_ms,
+                batch,
             ],
         )
         return ids
@@ -212,7 +258,10 @@ class JobStore:
         h = await self._run(
             "delete",
             [
-                keys.job(job_id), keys.events(job_id), keys.QUEUE, keys.LEASES,
+                keys.job(job_id),
+                keys.events(job_id),
+                keys.QUEUE,
+                keys.LEASES,
                 keys.tenant_jobs(tenant),
             ],
             [job_id, keys.channel(job_id), self._maxlen, tenant, keys.idempotency_prefix(tenant)],
@@ -221,7 +270,10 @@ class JobStore:
 
     async def events_after(self, job_id: str, after: str, count: int = 1000) -> list[Event]:
         start = f"({after}" if after else "-"
-        entries = await self._r.xrange(keys.events(job_id), min=start, count=count)
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            await self._r.xrange(keys.events(job_id), min=start, count=count),
+        )
         return [Event.decode(job_id, eid, fields["d"]) for eid, fields in entries]
 
     async def queue_depth(self) -> int:

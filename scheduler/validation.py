@@ -85,7 +85,8 @@ def validate_idempotency_key(key: str) -> str:
 def validate_job_id(job_id: str, field: str = "id") -> str:
     if not is_job_id(job_id):
         raise InvalidArgument(
-            field, f"malformed video id {job_id[:80]!r}; expected video_<32 hex digits>",
+            field,
+            f"malformed video id {job_id[:80]!r}; expected video_<32 hex digits>",
             reason="invalid_id",
         )
     return job_id

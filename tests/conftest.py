@@ -48,10 +48,10 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 async def assert_eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02
+    check: Callable[[], Awaitable[T]], *, within: float = 10.0, interval: float = 0.02
 ) -> T:
     """Re-run `check` until it stops raising AssertionError, or fail at the deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
             return await check()
@@ -79,8 +79,19 @@ class RedisServer:
             pytest.fail("redis-server is not installed: run the README's setup")
         self.proc = subprocess.Popen(
             [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
             ],
             stdout=subprocess.DEVNULL,
         )

@@ -154,11 +154,11 @@ async def test_list_pages_by_id_in_both_orders(store: JobStore) -> None:
     """Listing pages through a tenant's jobs by cursor, newest or oldest first."""
     ids = [(await store.submit("acme", SPEC)).job.id for _ in range(5)]
     await store.submit("globex", SPEC)
-    page, more = await store.list("acme", after="", limit=2, order="asc")
+    page, more = await store.list_page("acme", after="", limit=2, order="asc")
     assert [j.id for j in page] == ids[:2] and more
-    page, more = await store.list("acme", after=ids[1], limit=10, order="asc")
+    page, more = await store.list_page("acme", after=ids[1], limit=10, order="asc")
     assert [j.id for j in page] == ids[2:] and not more
-    page, more = await store.list("acme", after="", limit=3, order="desc")
+    page, more = await store.list_page("acme", after="", limit=3, order="desc")
     assert [j.id for j in page] == ids[::-1][:3] and more
-    page, more = await store.list("acme", after=ids[1], limit=3, order="desc")
+    page, more = await store.list_page("acme", after=ids[1], limit=3, order="desc")
     assert [j.id for j in page] == [ids[0]] and not more

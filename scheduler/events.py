@@ -1,0 +1,142 @@
+"""Live job events: one pub/sub connection per replica feeds every local watcher.
+
+Each event is appended to the job's capped stream and published on the job's channel
+by the same Lua script. A watcher first subscribes (through the hub), then reads the
+stream's backlog, then follows the channel, skipping what the backlog already gave, so
+nothing falls between the two. After a reconnect the hub tells watchers to read the
+stream again, since pub/sub drops what is sent while a connection is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import redis.asyncio as redis
+
+from scheduler import keys
+from scheduler.jobs import Event, stream_id_after
+from scheduler.store import JobStore
+
+log = logging.getLogger(__name__)
+
+RESYNC: Final = None
+"""Put on a watcher's queue when live messages may have been lost."""
+
+LiveQueue = asyncio.Queue[Event | None]
+
+
+class EventHub:
+    def __init__(self, client: redis.Redis) -> None:
+        self._pubsub = client.pubsub()
+        self._watchers: dict[str, set[LiveQueue]] = {}
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        # Serialises (un)subscribe decisions with their commands, so a channel's last
+        # watcher leaving cannot unsubscribe it after a new watcher subscribed it again.
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._pubsub.subscribe(keys.HUB_CHANNEL)
+        self._task = asyncio.create_task(self._read(), name="event-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._pubsub.aclose()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[LiveQueue]:
+        """A queue of the job's live events from now on, until the block exits."""
+        channel = keys.channel(job_id)
+        queue: LiveQueue = asyncio.Queue()
+        async with self._lock:
+            watchers = self._watchers.setdefault(channel, set())
+            watchers.add(queue)
+            if len(watchers) == 1:
+                confirmed = asyncio.get_running_loop().create_future()
+                self._pending[channel] = confirmed
+                await self._pubsub.subscribe(channel)
+            else:
+                confirmed = self._pending.get(channel) or _done()
+        try:
+            await asyncio.shield(confirmed)
+            yield queue
+        finally:
+            async with self._lock:
+                watchers.discard(queue)
+                if not watchers and self._watchers.get(channel) is watchers:
+                    del self._watchers[channel]
+                    self._pending.pop(channel, None)
+                    with contextlib.suppress(redis.ConnectionError):
+                        await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                async for message in self._pubsub.listen():
+                    self._dispatch(message)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("event hub lost its Redis connection, reconnecting: %s", exc)
+                await asyncio.sleep(0.5)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = _text(message["channel"])
+        if message["type"] == "subscribe":
+            pending = self._pending.get(channel)
+            if pending is not None and not pending.done():
+                pending.set_result(None)
+            else:
+                # A re-subscription after a reconnect: messages may have been lost.
+                for queue in self._watchers.get(channel, ()):
+                    queue.put_nowait(RESYNC)
+            return
+        if message["type"] != "message" or channel not in self._watchers:
+            return
+        event_id, _, data = _text(message["data"]).partition(" ")
+        event = Event.decode(channel.removeprefix(keys.CHANNEL_PREFIX), event_id, data)
+        for queue in self._watchers[channel]:
+            queue.put_nowait(event)
+
+
+async def watch(
+    store: JobStore, hub: EventHub, job_id: str, after: str = ""
+) -> AsyncIterator[Event]:
+    """The job's events after the stream id `after`, in order, ending with the terminal
+    one (or at once, if the caller has already seen it)."""
+    async with hub.subscribe(job_id) as live:
+        last = after
+        while True:
+            # The status is read before the backlog: if it is terminal, the backlog
+            # holds the terminal event unless the caller resumed after it.
+            job = await store.get(job_id)
+            for event in await store.events_after(job_id, last):
+                yield event
+                last = event.id
+                if event.terminal:
+                    return
+            if job is None or job.status.terminal:
+                return
+            while (news := await live.get()) is not RESYNC:
+                if last and not stream_id_after(news.id, last):
+                    continue
+                yield news
+                last = news.id
+                if news.terminal:
+                    return
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _done() -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future

@@ -1,0 +1,1 @@
+"""Fleets that render jobs, behind one interface."""

@@ -1,0 +1,192 @@
+"""The gRPC `Scheduler` service: thin handlers over the store, the hub and the object store."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from functools import wraps
+from typing import Any, Literal, TypeVar
+
+import redis.asyncio as redis
+from spillway.v1 import scheduler_pb2 as pb
+from spillway.v1 import scheduler_pb2_grpc
+
+from scheduler.auth import ApiKeys
+from scheduler.convert import event_to_proto, job_to_proto, output_to_proto, timestamp
+from scheduler.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SpillwayError,
+    Unavailable,
+    to_status,
+)
+from scheduler.events import EventHub, watch
+from scheduler.jobs import Job, Status
+from scheduler.storage import ObjectStore, StorageError
+from scheduler.store import JobStore
+from scheduler.validation import (
+    validate_idempotency_key,
+    validate_job_id,
+    validate_page_size,
+    validate_spec,
+)
+
+log = logging.getLogger(__name__)
+
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_MAX_CONTENT_EXPIRY_S = 604800
+
+R = TypeVar("R")
+S = TypeVar("S", bound="SchedulerService")
+# grpcio ships no type information; its servicer context is untyped.
+Ctx = Any
+
+
+def _errors(
+    handler: Callable[[S, Any, Ctx], Coroutine[Any, Any, R]],
+) -> Callable[[S, Any, Ctx], Coroutine[Any, Any, R]]:
+    """Maps spillway errors (and a lost Redis) to rich gRPC statuses."""
+
+    @wraps(handler)
+    async def wrapper(self: S, request: Any, context: Ctx) -> R:
+        try:
+            return await handler(self, request, context)
+        except SpillwayError as exc:
+            await context.abort_with_status(to_status(exc))
+        except redis.ConnectionError as exc:
+            log.error("Redis unavailable: %s", exc)
+            await context.abort_with_status(to_status(Unavailable("job store unavailable")))
+        raise AssertionError("unreachable: abort_with_status raises")
+
+    return wrapper
+
+
+class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(
+        self,
+        store: JobStore,
+        hub: EventHub,
+        objects: ObjectStore,
+        keys: ApiKeys,
+        *,
+        models: Sequence[str],
+        presign_expires_s: int,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._objects = objects
+        self._keys = keys
+        self._models = models
+        self._presign_expires_s = presign_expires_s
+
+    async def _own_job(self, context: Ctx, job_id: str) -> Job:
+        tenant = self._keys.tenant(context.invocation_metadata())
+        validate_job_id(job_id)
+        job = await self._store.get(job_id)
+        if job is None or job.tenant != tenant:
+            raise NotFound(f"video {job_id!r} not found")
+        return job
+
+    @_errors
+    async def SubmitRender(
+        self, request: pb.SubmitRenderRequest, context: Ctx
+    ) -> pb.SubmitRenderResponse:
+        tenant = self._keys.tenant(context.invocation_metadata())
+        spec = validate_spec(
+            prompt=request.prompt,
+            model=request.model,
+            seconds=request.seconds,
+            size=request.size,
+            priority=request.priority,
+            models=self._models,
+        )
+        key = validate_idempotency_key(request.idempotency_key)
+        submitted = await self._store.submit(tenant, spec, idempotency_key=key)
+        if submitted.created:
+            log.info("job %s queued for tenant %s", submitted.job.id, tenant)
+        return pb.SubmitRenderResponse(job=job_to_proto(submitted.job), created=submitted.created)
+
+    @_errors
+    async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=job_to_proto(await self._own_job(context, request.id)))
+
+    @_errors
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
+        tenant = self._keys.tenant(context.invocation_metadata())
+        limit = validate_page_size(request.page_size)
+        if request.page_token:
+            validate_job_id(request.page_token, field="after")
+        order: Literal["asc", "desc"] = "asc" if request.order == pb.LIST_ORDER_ASC else "desc"
+        jobs, has_more = await self._store.list_page(
+            tenant, after=request.page_token, limit=limit, order=order
+        )
+        return pb.ListJobsResponse(
+            jobs=[job_to_proto(j) for j in jobs],
+            has_more=has_more,
+            next_page_token=jobs[-1].id if has_more and jobs else "",
+        )
+
+    @_errors
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
+        tenant = self._keys.tenant(context.invocation_metadata())
+        validate_job_id(request.id)
+        job = await self._store.cancel(tenant, request.id)
+        if job is None:
+            raise NotFound(f"video {request.id!r} not found")
+        return pb.CancelJobResponse(job=job_to_proto(job))
+
+    @_errors
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
+        tenant = self._keys.tenant(context.invocation_metadata())
+        validate_job_id(request.id)
+        job = await self._store.delete(tenant, request.id)
+        if job is None:
+            raise NotFound(f"video {request.id!r} not found")
+        if job.output is not None:
+            try:
+                await self._objects.delete(job.output.key)
+            except StorageError:
+                # The job is gone either way; the bucket's lifecycle rule is the backstop.
+                log.exception("job %s deleted but its MP4 was not", job.id)
+        log.info("job %s deleted", job.id)
+        return pb.DeleteJobResponse(id=job.id, deleted=True)
+
+    @_errors
+    async def GetJobContent(
+        self, request: pb.GetJobContentRequest, context: Ctx
+    ) -> pb.GetJobContentResponse:
+        job = await self._own_job(context, request.id)
+        if job.status is not Status.COMPLETED or job.output is None:
+            raise FailedPrecondition(
+                f"video {job.id!r} is {job.status.value}; content exists once it is completed",
+                reason="video_not_ready",
+            )
+        expires_s = request.expires_in_seconds or self._presign_expires_s
+        if expires_s > _MAX_CONTENT_EXPIRY_S:
+            raise InvalidArgument("expires_in_seconds", f"must be at most {_MAX_CONTENT_EXPIRY_S}")
+        url = self._objects.presign_get(job.output.key, expires_s)
+        return pb.GetJobContentResponse(
+            url=url,
+            expires_at=timestamp(int(time.time() * 1000) + expires_s * 1000),
+            output=output_to_proto(job),
+        )
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        try:
+            job = await self._own_job(context, request.id)
+            if request.after_event_id and not _EVENT_ID.match(request.after_event_id):
+                raise InvalidArgument(
+                    "after", f"malformed event id {request.after_event_id[:40]!r}"
+                )
+            async for event in watch(self._store, self._hub, job.id, request.after_event_id):
+                yield pb.WatchJobResponse(event=event_to_proto(event))
+        except SpillwayError as exc:
+            await context.abort_with_status(to_status(exc))
+        except redis.ConnectionError as exc:
+            log.error("Redis unavailable: %s", exc)
+            await context.abort_with_status(to_status(Unavailable("job store unavailable")))
