@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import TypeVar
 
 import boto3
+import grpc
 import pytest
 import redis
 import redis.asyncio as aredis
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from renderer.server import RendererServer, start_renderer_server
+from scheduler.config import SchedulerConfig
+from scheduler.server import SchedulerServer
 
 T = TypeVar("T")
 
@@ -192,3 +200,99 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+API_KEY = "sk-test-acme-0001"
+OTHER_API_KEY = "sk-test-globex-0002"
+AUTH = (("authorization", f"Bearer {API_KEY}"),)
+OTHER_AUTH = (("authorization", f"Bearer {OTHER_API_KEY}"),)
+
+
+class Stack:
+    """A renderer, scheduler replicas and a gateway on loopback, over the test's Redis
+    and S3. Renders run at a low frame rate so that tests stay quick."""
+
+    def __init__(self, redis_url: str, s3: S3Server, tmp: Path) -> None:
+        self.redis_url = redis_url
+        self.s3 = s3
+        self.tmp = tmp
+        self.renderers: list[RendererServer] = []
+        self.schedulers: list[SchedulerServer] = []
+        self._gateways: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start_renderer(self, *, slots: int = 2, fps: int = 8) -> RendererServer:
+        renderer = await start_renderer_server(
+            slots=slots, fps=fps, preset="ultrafast", work_dir=self.tmp
+        )
+        self.renderers.append(renderer)
+        return renderer
+
+    def scheduler_env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "REDIS_URL": self.redis_url,
+            "SPILLWAY_SCHEDULER_LISTEN": "127.0.0.1:0",
+            "SPILLWAY_API_KEYS": f"{API_KEY}=acme,{OTHER_API_KEY}=globex",
+            "SPILLWAY_INHOUSE_RENDERERS": ",".join(f"{r.address}=2" for r in self.renderers),
+            "SPILLWAY_S3_BUCKET": self.s3.bucket,
+            "SPILLWAY_S3_ENDPOINT_URL": self.s3.endpoint_url,
+            "SPILLWAY_LEASE_S": "2",
+            "SPILLWAY_SHUTDOWN_GRACE_S": "2",
+        }
+        env.update(overrides)
+        return env
+
+    async def start_scheduler(self, **overrides: str) -> SchedulerServer:
+        server = SchedulerServer(
+            SchedulerConfig.from_env(self.scheduler_env(**overrides)), tmp_dir=self.tmp
+        )
+        await server.start()
+        self.schedulers.append(server)
+        return server
+
+    async def start_gateway(self, scheduler: SchedulerServer, **overrides: str) -> str:
+        env = {"SPILLWAY_SCHEDULER_ADDR": scheduler.address, "SPILLWAY_POLL_AFTER_MS": "50"}
+        env.update(overrides)
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(GatewayConfig.from_env(env)),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="on",
+            )
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        self._gateways.append((server, task))
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        for server, task in self._gateways:
+            server.should_exit = True
+            await task
+        for scheduler in self.schedulers:
+            await scheduler.stop()
+        for renderer in self.renderers:
+            await renderer.stop(0)
+
+
+@pytest.fixture
+async def stack(redis_url: str, s3: S3Server, tmp_path: Path) -> AsyncIterator[Stack]:
+    stack = Stack(redis_url, s3, tmp_path)
+    try:
+        yield stack
+    finally:
+        await stack.close()
+
+
+@pytest.fixture
+async def scheduler_channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a scheduler whose in-house fleet is one renderer with two slots."""
+    await stack.start_renderer()
+    scheduler = await stack.start_scheduler()
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        yield channel
