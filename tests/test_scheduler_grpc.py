@@ -21,6 +21,13 @@ def stub(channel: grpc.aio.Channel) -> scheduler_pb2_grpc.SchedulerStub:
     return scheduler_pb2_grpc.SchedulerStub(channel)
 
 
+async def submit(channel: grpc.aio.Channel) -> pb.SubmitRenderResponse:
+    response: pb.SubmitRenderResponse = await stub(channel).SubmitRender(
+        pb.SubmitRenderRequest(**VALID), metadata=AUTH
+    )
+    return response
+
+
 async def wait_terminal(channel: grpc.aio.Channel, job_id: str) -> list[pb.JobEvent]:
     events = []
     async for response in stub(channel).WatchJob(pb.WatchJobRequest(id=job_id), metadata=AUTH):
