@@ -79,7 +79,7 @@ class JobStore:
         fields = initial_fields(
             job_id, tenant, spec, idempotency_key=idempotency_key, trace_id=trace_id
         )
-        created, stored_id = await self._run(
+        created, stored = await self._run(
             "submit",
             [
                 keys.job(job_id),
@@ -101,10 +101,7 @@ class JobStore:
                 *_flatten(fields),
             ],
         )
-        job = await self.get(stored_id)
-        if job is None:
-            raise RuntimeError(f"job {stored_id} vanished right after submit")
-        return Submitted(job=job, created=bool(created))
+        return Submitted(job=Job.from_hash(_pairs(stored)), created=bool(created))
 
     async def get(self, job_id: str) -> Job | None:
         h = await self._r.hgetall(keys.job(job_id))

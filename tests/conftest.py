@@ -25,6 +25,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.embedded import EmbeddedServer
 from renderer.server import RendererServer, start_renderer_server
 from scheduler.config import SchedulerConfig
 from scheduler.server import SchedulerServer
@@ -253,7 +254,7 @@ class Stack:
         env = {"SPILLWAY_SCHEDULER_ADDR": scheduler.address, "SPILLWAY_POLL_AFTER_MS": "50"}
         env.update(overrides)
         port = free_port()
-        server = uvicorn.Server(
+        server = EmbeddedServer(
             uvicorn.Config(
                 create_app(GatewayConfig.from_env(env)),
                 host="127.0.0.1",

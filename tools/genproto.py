@@ -27,9 +27,14 @@ def generate(out: Path) -> list[Path]:
     include = Path(grpc_tools.__file__).parent / "_proto"
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{PROTOS}", f"-I{include}",
-            f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
+            f"-I{include}",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
             *map(str, sources),
         ],
         check=True,

@@ -1,11 +1,12 @@
 -- KEYS: job, queue, events, idempotency, tenant jobs, wake, seq
 -- ARGV: id, has idempotency key (1/0), retention ms, priority, channel, events maxlen,
 --       job key prefix, field/value pairs...
--- Returns {1, id} for a new job, {0, id} for the job an idempotency key created.
+-- Returns {1, job hash} for a new job, {0, job hash} for the job an idempotency key
+-- created, each hash as a flat list.
 if ARGV[2] == '1' then
   local existing = redis.call('GET', KEYS[4])
   if existing and redis.call('EXISTS', ARGV[7] .. existing) == 1 then
-    return {0, existing}
+    return {0, redis.call('HGETALL', ARGV[7] .. existing)}
   end
 end
 local now = now_ms()
@@ -20,4 +21,4 @@ redis.call('ZADD', KEYS[2], score, ARGV[1])
 redis.call('ZADD', KEYS[5], 0, ARGV[1])
 emit(KEYS[3], ARGV[5], ARGV[6], {type = 'queued', status = 'queued', progress = 0, t = now})
 wake(KEYS[6])
-return {1, ARGV[1]}
+return {1, redis.call('HGETALL', KEYS[1])}

@@ -1,0 +1,1 @@
+"""The thin REST gateway: the OpenAI Videos API over the Scheduler's gRPC service."""

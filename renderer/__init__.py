@@ -1,0 +1,1 @@
+"""The stateless renderer: render requests in, H.264 MP4 streams out."""

@@ -1,0 +1,151 @@
+"""The `spillway` command.
+
+spillway dev        the whole stack on loopback, with a sample render
+spillway submit     submit a render through the REST gateway, watch it, save it
+spillway scheduler  run one scheduler replica (configured by SPILLWAY_* variables)
+spillway renderer   run an in-house renderer (same as `python -m renderer serve`)
+spillway gateway    run the REST gateway (same as `python -m gateway`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from scheduler.config import ConfigError, SchedulerConfig
+from scheduler.validation import DEFAULT_SIZE, SECONDS, SIZES
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # These hand their arguments to the component's own parser.
+    if argv and argv[0] == "renderer":
+        from renderer.cli import main as renderer_main
+
+        return renderer_main(["serve", *argv[1:]])
+    if argv and argv[0] == "gateway":
+        from gateway.cli import main as gateway_main
+
+        return gateway_main(argv[1:])
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"spillway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spillway", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run the whole stack locally with a sample render")
+    dev.add_argument("--port", type=int, default=8000, help="gateway port (%(default)s)")
+    dev.add_argument(
+        "--inhouse-slots", type=int, default=2, help="in-house renderer slots (%(default)s)"
+    )
+    dev.add_argument("--no-demo", dest="demo", action="store_false", help="skip the sample")
+    dev.add_argument("--once", action="store_true", help="exit after the sample render")
+    dev.add_argument("--prompt", default="a paper boat drifting down a rainy street")
+    dev.add_argument("--seconds", type=int, choices=SECONDS, default=4)
+    dev.add_argument("--size", choices=list(SIZES), default=DEFAULT_SIZE)
+    dev.add_argument("-o", "--output", type=Path, default=Path("out/sample.mp4"))
+    dev.set_defaults(run=_dev)
+
+    submit = commands.add_parser("submit", help="submit a render through the REST gateway")
+    submit.add_argument("prompt")
+    submit.add_argument("--seconds", type=int, choices=SECONDS, default=4)
+    submit.add_argument("--size", choices=list(SIZES), default=DEFAULT_SIZE)
+    submit.add_argument("--model", default=None)
+    submit.add_argument("--watch", action="store_true", help="show progress until it ends")
+    submit.add_argument("-o", "--output", type=Path, help="save the MP4 here (implies --watch)")
+    submit.add_argument(
+        "--base-url",
+        default=os.environ.get("SPILLWAY_BASE_URL", "http://127.0.0.1:8000/v1"),
+        help="gateway URL (SPILLWAY_BASE_URL, default %(default)s)",
+    )
+    submit.add_argument(
+        "--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="(SPILLWAY_API_KEY)"
+    )
+    submit.set_defaults(run=_submit)
+
+    scheduler = commands.add_parser("scheduler", help="run one scheduler replica")
+    scheduler.set_defaults(run=_scheduler)
+    # Listed for --help; main() hands their arguments over before parsing.
+    commands.add_parser("renderer", help="run an in-house renderer (see --help there)")
+    commands.add_parser("gateway", help="run the REST gateway (see --help there)")
+    return parser
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from scheduler.devstack import DevOptions, StackError, run
+
+    options = DevOptions(
+        port=args.port,
+        inhouse_slots=args.inhouse_slots,
+        demo=args.demo,
+        once=args.once,
+        prompt=args.prompt,
+        seconds=args.seconds,
+        size=args.size,
+        output=args.output,
+    )
+    try:
+        return asyncio.run(run(options))
+    except StackError as exc:
+        print(f"spillway dev: {exc}", file=sys.stderr)
+        return 1
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from scheduler.rest_client import ApiError
+
+    if not args.api_key:
+        print("spillway submit: set SPILLWAY_API_KEY or pass --api-key", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_submit_async(args))
+    except ApiError as exc:
+        print(f"spillway submit: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _submit_async(args: argparse.Namespace) -> int:
+    from scheduler.rest_client import RestClient, watch_with_bar
+
+    async with RestClient(args.base_url, args.api_key) as client:
+        video = await client.create(
+            args.prompt, seconds=args.seconds, size=args.size, model=args.model
+        )
+        print(video["id"], flush=True)
+        if not (args.watch or args.output):
+            return 0
+        last = await watch_with_bar(client, video["id"])
+        if last.get("status") != "completed":
+            error = last.get("error") or {}
+            print(f"{video['id']} failed: {error.get('message', last)}", file=sys.stderr)
+            return 1
+        if args.output:
+            size = await client.download(video["id"], args.output)
+            print(f"saved {args.output} ({size} bytes)")
+    return 0
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    from scheduler.server import serve
+
+    asyncio.run(serve(SchedulerConfig.from_env()))
+    return 0

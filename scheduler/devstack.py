@@ -1,0 +1,269 @@
+"""`spillway dev`: the whole system on loopback, with real servers.
+
+Starts a `redis-server` (unless REDIS_URL names one), an S3-compatible server (moto)
+with its bucket, one in-house renderer process, the scheduler and the REST gateway;
+then renders a sample video through the REST API and serves until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from gateway.embedded import EmbeddedServer
+from scheduler.config import SchedulerConfig
+from scheduler.rest_client import RestClient, watch_with_bar
+from scheduler.server import SchedulerServer
+
+BUCKET = "spillway-local"
+TENANT = "local"
+# moto accepts any credentials; boto3 only needs some to sign with.
+_LOCAL_AWS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class StackError(RuntimeError):
+    """The local stack could not start; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    port: int
+    inhouse_slots: int
+    demo: bool
+    once: bool
+    prompt: str
+    seconds: int
+    size: str
+    output: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_for_port(port: int, proc: asyncio.subprocess.Process, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.returncode is not None:
+            raise StackError(f"{what} exited with status {proc.returncode} while starting")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise StackError(f"{what} did not listen on port {port} within 30 s") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+@contextlib.asynccontextmanager
+async def child(
+    argv: Sequence[str], port: int, what: str, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A child process, up once it listens on `port`, terminated (then killed) on exit."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+    )
+    try:
+        await wait_for_port(port, proc, what)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def redis_server(tmp: Path) -> AsyncIterator[str]:
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise StackError(
+            "redis-server is not installed: `sudo apt-get install redis-server` "
+            "(or set REDIS_URL to a Redis you run)"
+        )
+    port = free_port()
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    async with child(argv, port, "redis-server"):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.asynccontextmanager
+async def s3_server() -> AsyncIterator[str]:
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        raise StackError("moto is not installed: pip install -e '.[dev]'") from None
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    async with child(argv, port, "the S3 server (moto)"):
+        endpoint = f"http://127.0.0.1:{port}"
+
+        def create_bucket() -> None:
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+
+        await asyncio.to_thread(create_bucket)
+        yield endpoint
+
+
+@contextlib.asynccontextmanager
+async def gateway(scheduler_address: str, port: int) -> AsyncIterator[str]:
+    config = GatewayConfig.from_env({**os.environ, "SPILLWAY_SCHEDULER_ADDR": scheduler_address})
+    server = EmbeddedServer(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve(), name="gateway")
+    while not server.started:
+        if task.done():
+            task.result()
+            raise StackError(f"the gateway could not listen on 127.0.0.1:{port}; try --port")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def run(options: DevOptions) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    for key, value in _LOCAL_AWS.items():
+        os.environ.setdefault(key, value)
+    api_key = os.environ.get("SPILLWAY_API_KEY") or f"sk-local-{secrets.token_hex(12)}"
+    say = functools.partial(print, flush=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="spillway-dev-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with contextlib.AsyncExitStack() as stack:
+            redis_url = await stack.enter_async_context(redis_server(tmp))
+            say(f"redis      {redis_url}")
+            s3_endpoint = await stack.enter_async_context(s3_server())
+            say(f"s3         {s3_endpoint}/{BUCKET} (moto)")
+            renderer_port = free_port()
+            await stack.enter_async_context(
+                child(
+                    [
+                        sys.executable,
+                        "-m",
+                        "renderer",
+                        "serve",
+                        "--port",
+                        str(renderer_port),
+                        "--slots",
+                        str(options.inhouse_slots),
+                    ],
+                    renderer_port,
+                    "the in-house renderer",
+                )
+            )
+            say(f"renderer   127.0.0.1:{renderer_port} ({options.inhouse_slots} slots, CPU)")
+            config = SchedulerConfig.from_env(
+                {
+                    **os.environ,
+                    "REDIS_URL": redis_url,
+                    "SPILLWAY_SCHEDULER_LISTEN": "127.0.0.1:0",
+                    "SPILLWAY_API_KEYS": f"{api_key}={TENANT}",
+                    "SPILLWAY_INHOUSE_RENDERERS": (
+                        f"127.0.0.1:{renderer_port}={options.inhouse_slots}"
+                    ),
+                    "SPILLWAY_S3_BUCKET": BUCKET,
+                    "SPILLWAY_S3_ENDPOINT_URL": s3_endpoint,
+                }
+            )
+            scheduler = SchedulerServer(config, tmp_dir=tmp)
+            await scheduler.start()
+            stack.push_async_callback(scheduler.stop)
+            say(f"scheduler  {scheduler.address} (gRPC: Scheduler, health, reflection)")
+            base = await stack.enter_async_context(gateway(scheduler.address, options.port))
+            say(f"gateway    {base}/v1   (OpenAPI: {base}/openapi.json)")
+            say(f"ready in {time.monotonic() - started:.1f} s\n")
+            say(f"  export OPENAI_BASE_URL={base}/v1 SPILLWAY_BASE_URL={base}/v1")
+            say(f"  export OPENAI_API_KEY={api_key} SPILLWAY_API_KEY={api_key}\n")
+            if options.demo:
+                demo = asyncio.create_task(_demo(f"{base}/v1", api_key, options, say))
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait({demo, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if not demo.done():
+                    demo.cancel()
+                    say("interrupted")
+                    return 130
+                if (status := demo.result()) != 0 or options.once:
+                    return status
+            say('serving; try `spillway submit "a cat on a skateboard" --watch -o cat.mp4`')
+            say("Ctrl-C stops everything")
+            await stop.wait()
+            say("\nshutting down")
+    return 0
+
+
+async def _demo(
+    base_url: str, api_key: str, options: DevOptions, say: Callable[[str], None]
+) -> int:
+    started = time.monotonic()
+    async with RestClient(base_url, api_key) as client:
+        video = await client.create(options.prompt, seconds=options.seconds, size=options.size)
+        say(f"sample     POST /v1/videos -> {video['id']} ({video['status']})")
+        last = await watch_with_bar(client, video["id"])
+        if last.get("status") != "completed":
+            say(f"sample     failed: {last.get('error')}")
+            return 1
+        size = await client.download(video["id"], options.output)
+    elapsed = time.monotonic() - started
+    say(
+        f"sample     {options.seconds} s {options.size} MP4, {size} bytes, "
+        f"end to end in {elapsed:.1f} s"
+    )
+    say(f"saved      {options.output.resolve()}\n")
+    return 0

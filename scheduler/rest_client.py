@@ -1,0 +1,126 @@
+"""A small async client of the REST gateway, for `spillway submit` and the dev demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+
+class ApiError(Exception):
+    """The gateway answered with an error in the OpenAI shape."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        error = body.get("error") or {}
+        super().__init__(f"HTTP {status}: {error.get('message', body)}")
+        self.status = status
+        self.code = error.get("code")
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    id: str
+    event: str
+    data: dict[str, Any]
+
+
+class RestClient:
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout_s,
+        )
+
+    async def __aenter__(self) -> RestClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._http.aclose()
+
+    async def create(
+        self, prompt: str, *, seconds: int, size: str, model: str | None = None
+    ) -> dict[str, Any]:
+        form = {"prompt": prompt, "seconds": str(seconds), "size": size}
+        if model:
+            form["model"] = model
+        response = await self._http.post("/videos", files={k: (None, v) for k, v in form.items()})
+        return _json(response)
+
+    async def events(self, video_id: str, after: str = "") -> AsyncIterator[SseEvent]:
+        """Follows the job's Server-Sent Events until the stream ends."""
+        headers = {"Last-Event-ID": after} if after else {}
+        async with self._http.stream(
+            "GET", f"/videos/{video_id}/events", headers=headers, timeout=None
+        ) as response:
+            if response.status_code != 200:
+                await response.aread()
+                _json(response)
+            fields: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line:
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+                elif "data" in fields:
+                    yield SseEvent(
+                        fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"])
+                    )
+                    fields = {}
+                else:
+                    fields = {}
+
+    async def retrieve(self, video_id: str) -> dict[str, Any]:
+        return _json(await self._http.get(f"/videos/{video_id}"))
+
+    async def download(self, video_id: str, path: Path) -> int:
+        """Saves the MP4, following the redirect to its presigned URL; returns its size."""
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        size = 0
+        async with self._http.stream(
+            "GET", f"/videos/{video_id}/content", follow_redirects=True
+        ) as response:
+            if response.status_code != 200:
+                await response.aread()
+                _json(response)
+            out = await asyncio.to_thread(path.open, "wb")
+            try:
+                async for chunk in response.aiter_bytes():
+                    await asyncio.to_thread(out.write, chunk)
+                    size += len(chunk)
+            finally:
+                await asyncio.to_thread(out.close)
+        return size
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
+    if response.status_code >= 400:
+        raise ApiError(response.status_code, body)
+    return body
+
+
+def progress_line(progress: int, status: str, width: int = 30) -> str:
+    filled = width * max(0, min(progress, 100)) // 100
+    return f"[{'#' * filled}{'.' * (width - filled)}] {progress:3d}% {status}"
+
+
+async def watch_with_bar(
+    client: RestClient, video_id: str, out: TextIO = sys.stderr
+) -> dict[str, Any]:
+    """Draws a progress bar from the job's events; returns the last event's data."""
+    last: dict[str, Any] = {}
+    tty = out.isatty()
+    async for event in client.events(video_id):
+        last = event.data
+        line = progress_line(int(last.get("progress") or 0), event.event.removeprefix("video."))
+        out.write(f"\r{line}" if tty else f"{line}\n")
+        out.flush()
+    if tty:
+        out.write("\n")
+    return last
