@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
@@ -242,3 +243,13 @@ async def test_content_url_only_once_completed(scheduler_channel: grpc.aio.Chann
     content = await s.GetJobContent(pb.GetJobContentRequest(id=job.id), metadata=AUTH)
     assert f"videos/{job.id}.mp4" in content.url and "Signature" in content.url
     assert content.output.content_type == "video/mp4"
+
+
+async def test_reflection_lists_the_scheduler(scheduler_channel: grpc.aio.Channel) -> None:
+    """Server reflection names the Scheduler service, so grpcurl can call it."""
+    reflection = reflection_pb2_grpc.ServerReflectionStub(scheduler_channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for response in reflection.ServerReflectionInfo(iter([request])):
+        names = {s.name for s in response.list_services_response.service}
+        break
+    assert {"spillway.v1.Scheduler", "grpc.health.v1.Health"} <= names
