@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 _RENDER_SPAN = 89
 _UPLOADING = 95
 _PROGRESS_STEP = 5
+_MIN_BACKOFF_S = 0.1
+_MAX_BACKOFF_S = 5.0
+# A renderer that turned a job away keeps its slot reserved this long, so the requeued
+# job is not sent straight back to it.
+_FULL_RENDERER_HOLD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -89,23 +94,35 @@ class Dispatcher:
             self._upkeep_task = None
 
     async def _take_jobs(self) -> None:
+        backoff = _MIN_BACKOFF_S
         while True:
-            slot = await self._pool.acquire()
             try:
-                job = await self._store.claim(
-                    self._config.replica_id, self._pool.name, self._config.lease_s
-                )
-            except BaseException:
-                slot.release()
-                raise
-            if job is None:
-                slot.release()
-                await self._store.wait_for_work(timeout_s=self._config.lease_s)
-                continue
-            log.info("dispatched job %s to %s (attempt %d)", job.id, self._pool.name, job.attempt)
-            task = asyncio.create_task(self._run(job, slot), name=f"job-{job.id}")
-            self._running[job.id] = (job, task)
-            task.add_done_callback(functools.partial(self._forget, job.id))
+                await self._take_one()
+                backoff = _MIN_BACKOFF_S
+            except Exception:
+                # Redis went away or a script failed: the replica must keep dispatching
+                # once it is back, so log and retry rather than let the loop die.
+                log.exception("dispatch loop failed; retrying in %.1f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _take_one(self) -> None:
+        slot = await self._pool.acquire()
+        try:
+            job = await self._store.claim(
+                self._config.replica_id, self._pool.name, self._config.lease_s
+            )
+        except BaseException:
+            slot.release()
+            raise
+        if job is None:
+            slot.release()
+            await self._store.wait_for_work(timeout_s=self._config.lease_s)
+            return
+        log.info("dispatched job %s to %s (attempt %d)", job.id, self._pool.name, job.attempt)
+        task = asyncio.create_task(self._run(job, slot), name=f"job-{job.id}")
+        self._running[job.id] = (job, task)
+        task.add_done_callback(functools.partial(self._forget, job.id))
 
     def _forget(self, job_id: str, _: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
@@ -150,6 +167,8 @@ class Dispatcher:
             await self._retry_or_fail(
                 job, "render_failed", str(exc), exc.retryable, charge=exc.charge_attempt
             )
+            if not exc.charge_attempt:
+                await asyncio.sleep(_FULL_RENDERER_HOLD_S)
         except StorageError as exc:
             await self._retry_or_fail(job, "upload_failed", str(exc), retryable=True)
         except asyncio.CancelledError:

@@ -85,6 +85,8 @@ class EventHub:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("event hub lost its Redis connection, reconnecting: %s", exc)
                 await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("event hub failed on a message; carrying on")
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         channel = _text(message["channel"])
