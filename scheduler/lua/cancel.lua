@@ -6,10 +6,6 @@
 if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[5] then
   return false
 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' or status == 'in_progress' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  finish(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[4], ARGV[1], 'cancelled', 'cancelled',
-    'cancelled on request', tonumber(ARGV[4]))
-end
+cancel_if_live(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[3], KEYS[4], ARGV[1],
+  'cancelled on request', tonumber(ARGV[4]))
 return redis.call('HGETALL', KEYS[1])

@@ -5,12 +5,9 @@
 if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[4] then
   return false
 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' or status == 'in_progress' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  finish(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[4], ARGV[1], 'cancelled', 'cancelled',
-    'deleted on request', 60000)
-end
+-- Watchers see a terminal event before the job disappears.
+cancel_if_live(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[3], KEYS[4], ARGV[1],
+  'deleted on request', 60000)
 local fields = redis.call('HGETALL', KEYS[1])
 local idem = redis.call('HGET', KEYS[1], 'idem')
 if idem and idem ~= '' then

@@ -61,3 +61,15 @@ local function requeue_or_fail(jk, evkey, chan, maxlen, leases, queue, wakekey, 
   wake(wakekey)
   return 'requeued'
 end
+
+-- Cancels a job that is still queued or running; returns whether it did.
+local function cancel_if_live(jk, evkey, chan, maxlen, queue, leases, id, message,
+                              retention_ms)
+  local status = redis.call('HGET', jk, 'status')
+  if status ~= 'queued' and status ~= 'in_progress' then
+    return false
+  end
+  redis.call('ZREM', queue, id)
+  finish(jk, evkey, chan, maxlen, leases, id, 'cancelled', 'cancelled', message, retention_ms)
+  return true
+end
