@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-import os
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ class InhousePool(Pool):
             stub = renderer_pb2_grpc.RendererStub(channel)
             self._endpoints.append(_Endpoint(e.address, e.slots, stub, channel))
         self._timeout_s = timeout_s
-        self._tmp_dir = tmp_dir
+        self._tmp_dir = tmp_dir or Path(tempfile.gettempdir())
         self._freed = asyncio.Event()
 
     def capacity(self) -> tuple[int, int]:
@@ -107,17 +108,16 @@ class InhousePool(Pool):
             width=job.spec.width,
             height=job.spec.height,
         )
-        fd, name = await asyncio.to_thread(
-            tempfile.mkstemp, prefix=f"{job.id}-", suffix=".mp4", dir=self._tmp_dir
-        )
-        path = Path(name)
-        out = await asyncio.to_thread(os.fdopen, fd, "wb")
+        # Named before any await, so that whatever a cancel interrupts, we know what
+        # to clean up; creation and cleanup finish even if we are cancelled meanwhile.
+        path = self._tmp_dir / f"{job.id}-{job.attempt}-{secrets.token_hex(4)}.mp4"
+        out = await _create(path)
         try:
             info = await self._stream(slot.endpoint, request, out, on_progress)
+            await asyncio.shield(asyncio.to_thread(out.close))
         except BaseException:
-            await asyncio.to_thread(_discard, out, path)
+            await asyncio.shield(asyncio.to_thread(_discard, out, path))
             raise
-        await asyncio.to_thread(out.close)
         return Rendered(path=path, info=info)
 
     async def _stream(
@@ -177,6 +177,22 @@ class InhousePool(Pool):
     async def close(self) -> None:
         for endpoint in self._endpoints:
             await endpoint.channel.close()
+
+
+async def _create(path: Path) -> BinaryIO:
+    """Creates the file in a thread. If the caller is cancelled meanwhile, the file the
+    thread made is closed and removed instead of leaking."""
+    creating = asyncio.ensure_future(asyncio.to_thread(path.open, "xb"))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        creating.add_done_callback(functools.partial(_discard_created, path))
+        raise
+
+
+def _discard_created(path: Path, creating: asyncio.Future[BinaryIO]) -> None:
+    if not creating.cancelled() and creating.exception() is None:
+        _discard(creating.result(), path)
 
 
 def _discard(out: BinaryIO, path: Path) -> None:
