@@ -8,7 +8,6 @@ jobs whose replica stopped renewing theirs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from scheduler.pools.base import (
 )
 from scheduler.storage import ObjectStore, StorageError
 from scheduler.store import Finish, JobStore
+from scheduler.tasks import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class Dispatcher:
         self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._upkeep_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def running(self) -> int:
@@ -75,14 +76,15 @@ class Dispatcher:
     async def stop(self) -> None:
         """Stops taking jobs, gives running ones the grace period, then hands the rest
         back to the queue for another replica. Idempotent."""
+        self._stopping = True
         if self._loop_task is not None:
-            await _cancel(self._loop_task)
+            await cancel_and_wait(self._loop_task)
             self._loop_task = None
         tasks = [task for _, task in self._running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=self._config.shutdown_grace_s)
         for job, task in list(self._running.values()):
-            await _cancel(task)
+            await cancel_and_wait(task)
             try:
                 await self._store.requeue(
                     job, "shutdown", "the scheduler replica shut down", counts=False
@@ -90,16 +92,18 @@ class Dispatcher:
             except Exception:
                 log.exception("could not hand job %s back; its lease will expire", job.id)
         if self._upkeep_task is not None:
-            await _cancel(self._upkeep_task)
+            await cancel_and_wait(self._upkeep_task)
             self._upkeep_task = None
 
     async def _take_jobs(self) -> None:
         backoff = _MIN_BACKOFF_S
-        while True:
+        while not self._stopping:
             try:
                 await self._take_one()
                 backoff = _MIN_BACKOFF_S
-            except Exception:
+            except Exception as exc:
+                if self._stopping or cancel_requested():
+                    raise asyncio.CancelledError from exc
                 # Redis went away or a script failed: the replica must keep dispatching
                 # once it is back, so log and retry rather than let the loop die.
                 log.exception("dispatch loop failed; retrying in %.1f s", backoff)
@@ -137,8 +141,8 @@ class Dispatcher:
                 if ended.done() and not work.done():
                     log.info("job %s ended elsewhere (cancelled or deleted); stopping", job.id)
             finally:
-                await _cancel(ended)
-                await _cancel(work)
+                await cancel_and_wait(ended)
+                await cancel_and_wait(work)
 
     async def _execute(self, job: Job, slot: Slot) -> None:
         rendered: Rendered | None = None
@@ -214,7 +218,9 @@ class Dispatcher:
                         len(reclaimed),
                         ", ".join(reclaimed),
                     )
-            except Exception:
+            except Exception as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
                 log.exception("lease upkeep failed; retrying")
             await asyncio.sleep(period)
 
@@ -222,9 +228,3 @@ class Dispatcher:
 async def _until_terminal(live: LiveQueue) -> None:
     while (event := await live.get()) is None or not event.terminal:
         pass
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

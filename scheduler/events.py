@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from scheduler import keys
 from scheduler.jobs import Event, stream_id_after
 from scheduler.store import JobStore
+from scheduler.tasks import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,7 @@ class EventHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self._pubsub.aclose()
 
@@ -82,11 +81,14 @@ class EventHub:
             try:
                 async for message in self._pubsub.listen():
                     self._dispatch(message)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("event hub lost its Redis connection, reconnecting: %s", exc)
-                await asyncio.sleep(0.5)
-            except Exception:
-                log.exception("event hub failed on a message; carrying on")
+            except Exception as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
+                if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                    log.warning("event hub lost its Redis connection, reconnecting: %s", exc)
+                    await asyncio.sleep(0.5)
+                else:
+                    log.exception("event hub failed on a message; carrying on")
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         channel = _text(message["channel"])
