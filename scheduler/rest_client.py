@@ -75,9 +75,6 @@ class RestClient:
                 else:
                     fields = {}
 
-    async def retrieve(self, video_id: str) -> dict[str, Any]:
-        return _json(await self._http.get(f"/videos/{video_id}"))
-
     async def download(self, video_id: str, path: Path) -> int:
         """Saves the MP4, following the redirect to its presigned URL; returns its size."""
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
