@@ -80,6 +80,12 @@ class Job:
     expires_ms: int
     pool: str
     attempt: int
+    """Attempts charged against the job's limit."""
+    lease: int
+    """The fencing token: raised whenever a replica takes the job (a claim, or adopting a
+    remote call), so that a replica that lost the job cannot overwrite the next one."""
+    call_id: str
+    """The remote call (a Modal FunctionCall id) rendering the job, once spawned."""
     error_code: str
     error_message: str
     idempotency_key: str
@@ -116,6 +122,8 @@ class Job:
             expires_ms=int(h["expires_ms"]),
             pool=h.get("pool", ""),
             attempt=int(h.get("attempt") or 0),
+            lease=int(h.get("lease") or 0),
+            call_id=h.get("call_id", ""),
             error_code=h.get("error_code", ""),
             error_message=h.get("error_message", ""),
             idempotency_key=h.get("idem", ""),
@@ -145,6 +153,8 @@ def initial_fields(
         "height": str(spec.height),
         "priority": str(spec.priority),
         "attempt": "0",
+        "lease": "0",
+        "call_id": "",
         "idem": idempotency_key,
         "trace_id": trace_id,
     }

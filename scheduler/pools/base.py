@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from scheduler.jobs import Job
+from scheduler.policy.model import Autoscale
 
-ProgressCallback = Callable[[int], Awaitable[bool]]
-"""Called with the render's percent (0-100); returning False aborts the render with
-`Superseded` (the job was cancelled or taken over)."""
+
+class RenderHooks(Protocol):
+    """How a render reports back to the job it belongs to. Each returns False when the
+    job was cancelled, deleted or taken over meanwhile: the pool then stops with
+    `Superseded`."""
+
+    async def progress(self, percent: int) -> bool:
+        """The render's progress, 0-100."""
+
+    async def remote_call(self, call_id: str) -> bool:
+        """Records the id of a remote call (a Modal FunctionCall) on the job, before the
+        pool waits on it, so that any replica can resume it after a crash."""
 
 
 class Superseded(Exception):
@@ -23,7 +33,7 @@ class RenderError(Exception):
 
     `retryable`: a fresh attempt may succeed (the renderer died, timed out or was full).
     `charge_attempt`: whether the failure counts against the job's attempts; a full
-    renderer turning the job away does not.
+    fleet turning the job away does not.
     """
 
     def __init__(self, message: str, *, retryable: bool, charge_attempt: bool = True) -> None:
@@ -54,6 +64,17 @@ class Rendered:
     info: RenderInfo
 
 
+@dataclass(frozen=True)
+class PoolStats:
+    """What a pool knows of its fleet right now."""
+
+    containers: int
+    """Containers (or endpoints) up or starting."""
+    ready_slots: int
+    """Inputs that running containers could take at once without a cold start, busy or
+    not (containers x per-container concurrency, for those that finished booting)."""
+
+
 class Slot(ABC):
     """A reserved unit of a pool's capacity, held for the length of one render."""
 
@@ -63,18 +84,31 @@ class Slot(ABC):
 
 class Pool(ABC):
     name: str
+    resumable: bool = False
+    """Whether a render outlives this process (a Modal call): on shutdown such jobs are
+    left running for another replica to adopt, rather than requeued."""
 
     @abstractmethod
     async def acquire(self) -> Slot:
-        """Waits until the pool has a free slot and reserves it."""
+        """Reserves room for one render, waiting if this process has none right now.
+        (How many jobs each pool may run across all replicas is enforced in Redis.)"""
 
     @abstractmethod
-    async def render(self, slot: Slot, job: Job, on_progress: ProgressCallback) -> Rendered:
-        """Renders the job into a local MP4 file that the caller owns and removes."""
+    async def render(self, slot: Slot, job: Job, hooks: RenderHooks) -> Rendered:
+        """Renders the job into a local MP4 file that the caller owns and removes. A job
+        with a `call_id` resumes that remote call instead of starting another."""
+
+    async def cancel(self, job: Job, call_id: str) -> None:
+        """Stops remote work for a job that was cancelled or deleted. Pools whose
+        renders end with the stream that carries them need do nothing."""
+        del job, call_id
 
     @abstractmethod
-    def capacity(self) -> tuple[int, int]:
-        """(busy, total) slots."""
+    async def stats(self) -> PoolStats: ...
+
+    async def set_autoscaler(self, settings: Autoscale) -> None:
+        """Applies autoscaler settings (pre-warm). Fixed fleets ignore them."""
+        del settings
 
     @abstractmethod
     async def close(self) -> None: ...
