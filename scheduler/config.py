@@ -12,7 +12,11 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from scheduler.policy import PolicyConfig
+    from scheduler.spill_config import SpillConfig
 
 REDIS_URL = "REDIS_URL"
 """Redis holding all state. Default redis://127.0.0.1:6379/0."""
@@ -98,43 +102,50 @@ class SchedulerConfig:
     render_timeout_s: float
     shutdown_grace_s: float
     replica_id: str
+    policy: PolicyConfig
+    spill: SpillConfig
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerConfig:
+        # Imported here: spill_config builds on the parsers of this module.
+        from scheduler.spill_config import policy_from_env, spill_from_env
+
         env = os.environ if environ is None else environ
         s3 = S3Config(
-            bucket=_get(env, S3_BUCKET, "spillway-videos", _nonempty),
+            bucket=get(env, S3_BUCKET, "spillway-videos", _nonempty),
             endpoint_url=env.get(S3_ENDPOINT_URL) or None,
             public_endpoint_url=env.get(S3_PUBLIC_ENDPOINT_URL) or None,
-            region=_get(env, S3_REGION, "us-east-1", _nonempty),
+            region=get(env, S3_REGION, "us-east-1", _nonempty),
             key_prefix=env.get(S3_KEY_PREFIX, "videos/"),
-            multipart_threshold_bytes=_get(
-                env, S3_MULTIPART_THRESHOLD_BYTES, str(8 * _MIB), _int_at_least(1)
+            multipart_threshold_bytes=get(
+                env, S3_MULTIPART_THRESHOLD_BYTES, str(8 * _MIB), int_at_least(1)
             ),
-            part_bytes=_get(env, S3_PART_BYTES, str(8 * _MIB), _int_at_least(5 * _MIB)),
-            presign_expires_s=_get(env, PRESIGN_EXPIRES_S, "3600", _int_in(1, 604800)),
+            part_bytes=get(env, S3_PART_BYTES, str(8 * _MIB), int_at_least(5 * _MIB)),
+            presign_expires_s=get(env, PRESIGN_EXPIRES_S, "3600", int_in(1, 604800)),
         )
         return cls(
-            redis_url=_get(env, REDIS_URL, "redis://127.0.0.1:6379/0", _redis_url),
-            listen=_get(env, LISTEN, "127.0.0.1:50051", _endpoint),
-            api_keys=_get(env, API_KEYS, None, _api_keys),
-            inhouse=_get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
-            models=_get(env, MODELS, "sora-2,sora-2-pro", _models),
+            redis_url=get(env, REDIS_URL, "redis://127.0.0.1:6379/0", _redis_url),
+            listen=get(env, LISTEN, "127.0.0.1:50051", _endpoint),
+            api_keys=get(env, API_KEYS, None, _api_keys),
+            inhouse=get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
+            models=get(env, MODELS, "sora-2,sora-2-pro", _models),
             s3=s3,
-            retention_s=_get(env, RETENTION_S, "86400", _int_at_least(60)),
-            lease_s=_get(env, LEASE_S, "30", _float_at_least(0.5)),
-            max_attempts=_get(env, MAX_ATTEMPTS, "3", _int_at_least(1)),
-            events_maxlen=_get(env, EVENTS_MAXLEN, "256", _int_at_least(16)),
-            render_timeout_s=_get(env, RENDER_TIMEOUT_S, "900", _float_at_least(1)),
-            shutdown_grace_s=_get(env, SHUTDOWN_GRACE_S, "30", _float_at_least(0)),
+            retention_s=get(env, RETENTION_S, "86400", int_at_least(60)),
+            lease_s=get(env, LEASE_S, "30", float_at_least(0.5)),
+            max_attempts=get(env, MAX_ATTEMPTS, "3", int_at_least(1)),
+            events_maxlen=get(env, EVENTS_MAXLEN, "256", int_at_least(16)),
+            render_timeout_s=get(env, RENDER_TIMEOUT_S, "900", float_at_least(1)),
+            shutdown_grace_s=get(env, SHUTDOWN_GRACE_S, "30", float_at_least(0)),
             replica_id=env.get(REPLICA_ID) or _default_replica_id(),
+            policy=policy_from_env(env),
+            spill=spill_from_env(env),
         )
 
 
 T = TypeVar("T")
 
 
-def _get(env: Mapping[str, str], key: str, default: str | None, cast: Callable[[str], T]) -> T:
+def get(env: Mapping[str, str], key: str, default: str | None, cast: Callable[[str], T]) -> T:
     raw = env.get(key)
     if raw is None or raw == "":
         if default is None:
@@ -164,7 +175,7 @@ def _endpoint(raw: str) -> str:
     return raw
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def int_at_least(low: int) -> Callable[[str], int]:
     def cast(raw: str) -> int:
         value = int(raw)
         if value < low:
@@ -174,7 +185,7 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return cast
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
+def int_in(low: int, high: int) -> Callable[[str], int]:
     def cast(raw: str) -> int:
         value = int(raw)
         if not low <= value <= high:
@@ -184,7 +195,7 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return cast
 
 
-def _float_at_least(low: float) -> Callable[[str], float]:
+def float_at_least(low: float) -> Callable[[str], float]:
     def cast(raw: str) -> float:
         value = float(raw)
         if not value >= low:
@@ -221,7 +232,7 @@ def _renderers(raw: str) -> tuple[RendererEndpoint, ...]:
     endpoints = []
     for address, slots in _pairs(raw):
         _endpoint(address)
-        endpoints.append(RendererEndpoint(address, _int_at_least(1)(slots)))
+        endpoints.append(RendererEndpoint(address, int_at_least(1)(slots)))
     return tuple(endpoints)
 
 

@@ -6,6 +6,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from spillway.v1 import scheduler_pb2 as pb
 
 from scheduler.jobs import Event, Job, Status
+from scheduler.policy import Autoscale, Mode, PolicyConfig
+from scheduler.spillover import Status as SpilloverStatus
 from scheduler.storage import CONTENT_TYPE
 
 STATUS = {
@@ -80,3 +82,74 @@ def event_to_proto(event: Event) -> pb.JobEvent:
         msg.error.code = event.error_code
         msg.error.message = event.error_message
     return msg
+
+
+MODE = {Mode.NORMAL: pb.SPILLOVER_MODE_NORMAL, Mode.SPILL: pb.SPILLOVER_MODE_SPILL}
+
+
+def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetSpilloverResponse:
+    plan, signal = status.plan, status.signal
+    applied = status.autoscale_applied
+    return pb.GetSpilloverResponse(
+        mode=MODE[plan.state.mode],
+        mode_since=timestamp(plan.state.mode_since_ms or 0),
+        queued=signal.queued,
+        high_watermark=config.high_watermark,
+        low_watermark=config.low_watermark,
+        pools=[
+            pb.PoolStatus(
+                name=p.name,
+                inflight=p.inflight,
+                cap=p.cap,
+                dispatched=p.dispatched,
+                containers=p.containers,
+                ready_slots=p.ready_slots,
+            )
+            for p in status.pools
+        ],
+        decisions=[
+            pb.SpilloverDecision(
+                target=d.target.value,
+                count=d.count,
+                reason=d.reason.value,
+                description=d.reason.description,
+            )
+            for d in plan.decisions
+        ],
+        spent_usd=signal.spent_usd,
+        budget_usd=config.budget_usd_month,
+        budget_left_usd=plan.budget_left_usd,
+        estimated_inhouse_render_ms=signal.estimates.inhouse_render_ms,
+        estimated_spill_render_ms=signal.estimates.modal_render_ms,
+        estimated_cold_start_ms=signal.estimates.cold_start_ms,
+        recent_changes=[
+            pb.ModeChange(
+                time=timestamp(t.at_ms),
+                to=MODE[t.new],
+                reason=t.reason.value,
+                queued=t.queued,
+                **{"from": MODE[t.old]},
+            )
+            for t in status.transitions
+        ],
+        autoscaler_wanted=_autoscale(plan.autoscale),
+        autoscaler_applied=pb.AutoscalerSettings(
+            min_containers=int(applied.get("min_containers", 0)),
+            buffer_containers=int(applied.get("buffer_containers", 0)),
+            max_containers=int(applied.get("max_containers", 0)),
+            scaledown_window_seconds=int(applied.get("scaledown_window_s", 0)),
+            applied_by=applied.get("by", ""),
+            applied_at=timestamp(int(applied.get("at_ms", 0))),
+        ),
+        dispatched_since=timestamp(status.dispatched_since_ms),
+        spill_available=signal.modal_available,
+    )
+
+
+def _autoscale(a: Autoscale) -> pb.AutoscalerSettings:
+    return pb.AutoscalerSettings(
+        min_containers=a.min_containers,
+        buffer_containers=a.buffer_containers,
+        max_containers=a.max_containers,
+        scaledown_window_seconds=a.scaledown_window_s,
+    )

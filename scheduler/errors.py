@@ -5,6 +5,7 @@
     ├── Unauthenticated            UNAUTHENTICATED     unauthenticated
     ├── NotFound                   NOT_FOUND           not_found
     ├── FailedPrecondition         FAILED_PRECONDITION video_not_ready, ...
+    ├── ResourceExhausted          RESOURCE_EXHAUSTED  queue_full (with RetryInfo)
     └── Unavailable                UNAVAILABLE         unavailable
 
 `to_status` is the one adapter from these to a gRPC status with rich details
@@ -70,6 +71,15 @@ class NotFound(SpillwayError):
 class FailedPrecondition(SpillwayError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "failed_precondition"
+
+
+class ResourceExhausted(SpillwayError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(SpillwayError):

@@ -2,7 +2,8 @@
 
 One Redis primary holds all state (no Redis Cluster), so the Lua scripts may touch keys
 they derive from ids they discover (a popped queue entry); they derive them from the
-prefixes below, passed in as arguments, never from literals of their own.
+prefixes below (passed in as arguments, or as the `K_*` constants that
+`scheduler.store` generates from this module), never from literals of their own.
 """
 
 from __future__ import annotations
@@ -30,6 +31,30 @@ LEASES = f"{NAMESPACE}leases"
 WAKE = f"{NAMESPACE}wake"
 """List holding at most one token while the queue may be non-empty; idle dispatchers
 block on it instead of polling."""
+
+QUEUED_AT = f"{NAMESPACE}queued_at"
+"""Sorted set of queued job ids scored by when they (last) entered the queue (Redis
+server ms): the queue timeout and the policy's view of waiting times read it."""
+
+RUNNING_PREFIX = f"{NAMESPACE}running:"
+"""Set per pool of the job ids it runs: its size is the pool's in-flight count across
+all replicas, which the claim script checks against the pool's cap."""
+
+DISPATCHED = f"{NAMESPACE}dispatched"
+"""Hash: pool name -> jobs dispatched to it, and `since` -> when counting began (ms)."""
+
+POLICY = f"{NAMESPACE}policy"
+"""Hash: `state` (the spillover policy's state, JSON) and `version` (for compare-and-set
+by whichever replica decides next)."""
+
+TRANSITIONS = f"{NAMESPACE}policy:transitions"
+"""Capped stream of spillover mode changes, field `d` is JSON."""
+
+AUTOSCALER_LEASE = f"{NAMESPACE}autoscaler:lease"
+"""String: the replica that applies autoscaler settings, with a TTL it keeps renewing."""
+
+AUTOSCALE = f"{NAMESPACE}autoscaler:applied"
+"""Hash: the autoscaler settings last applied, by which replica and when."""
 
 HUB_CHANNEL = f"{NAMESPACE}hub"
 """A channel no one publishes to: it keeps each replica's pub/sub connection subscribed."""
@@ -60,3 +85,18 @@ def idempotency_prefix(tenant: str) -> str:
 def idempotency(tenant: str, key: str) -> str:
     """String holding the job id that an idempotency key created, per tenant."""
     return idempotency_prefix(tenant) + key
+
+
+def running(pool: str) -> str:
+    return RUNNING_PREFIX + pool
+
+
+def samples(pool: str, kind: str) -> str:
+    """List of the latest observed durations (ms) of a kind (`render`, `cold`) on a pool,
+    newest first, capped: the policy plans with their quantiles."""
+    return f"{NAMESPACE}samples:{pool}:{kind}"
+
+
+def spend(month: str) -> str:
+    """Float (USD) metered on the second fleet in a calendar month (UTC, `YYYY-MM`)."""
+    return f"{NAMESPACE}spend:{month}"

@@ -17,8 +17,11 @@ from scheduler.auth import ApiKeys
 from scheduler.config import SchedulerConfig
 from scheduler.dispatcher import Dispatcher, DispatcherConfig
 from scheduler.events import EventHub
+from scheduler.pools.base import Pool
+from scheduler.pools.factory import build_spill_pool
 from scheduler.pools.inhouse import InhousePool
 from scheduler.service import SchedulerService
+from scheduler.spillover import Spillover
 from scheduler.storage import ObjectStore, S3ObjectStore
 from scheduler.store import JobStore
 
@@ -40,10 +43,12 @@ class SchedulerServer:
         config: SchedulerConfig,
         *,
         objects: ObjectStore | None = None,
+        spill: Pool | None = None,
         tmp_dir: Path | None = None,
     ) -> None:
         self.config = config
         self._objects = objects
+        self._spill = spill
         self._tmp_dir = tmp_dir
         self.port = 0
         self._stopped = False
@@ -62,21 +67,34 @@ class SchedulerServer:
             retention_s=cfg.retention_s,
             events_maxlen=cfg.events_maxlen,
             max_attempts=cfg.max_attempts,
+            max_queued=cfg.policy.max_queued,
         )
         self.hub = EventHub(self.redis)
         await self.hub.start()
         if self._objects is None:
             self._objects = await S3ObjectStore.connect(cfg.s3)
         self.pool = InhousePool(cfg.inhouse, timeout_s=cfg.render_timeout_s, tmp_dir=self._tmp_dir)
+        if self._spill is None:
+            self._spill = build_spill_pool(cfg, self._tmp_dir)
+        self.spillover = Spillover(
+            self.redis,
+            cfg.policy,
+            inhouse_pool=self.pool.name,
+            inhouse_slots=sum(e.slots for e in cfg.inhouse),
+            spill_pool=self._spill.name if self._spill else None,
+        )
         self.dispatcher = Dispatcher(
             self.store,
             self.hub,
+            self.spillover,
             self.pool,
+            self._spill,
             self._objects,
             DispatcherConfig(
                 replica_id=cfg.replica_id,
                 lease_s=cfg.lease_s,
                 shutdown_grace_s=cfg.shutdown_grace_s,
+                autoscale_interval_s=cfg.spill.autoscale_interval_s,
             ),
         )
         self.health = health.aio.HealthServicer()
@@ -87,6 +105,8 @@ class SchedulerServer:
                 self.hub,
                 self._objects,
                 ApiKeys(cfg.api_keys),
+                self.spillover,
+                self.dispatcher.spillover_status,
                 models=cfg.models,
                 presign_expires_s=cfg.s3.presign_expires_s,
             ),
@@ -115,6 +135,7 @@ class SchedulerServer:
             ("dispatcher", self.dispatcher.stop()),
             ("grpc server", self.server.stop(grace)),
             ("in-house pool", self.pool.close()),
+            *([("spill pool", self._spill.close())] if self._spill else []),
             ("event hub", self.hub.stop()),
             ("redis", self.redis.aclose()),
         ]

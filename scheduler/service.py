@@ -14,19 +14,28 @@ from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
 from scheduler.auth import ApiKeys
-from scheduler.convert import event_to_proto, job_to_proto, output_to_proto, timestamp
+from scheduler.convert import (
+    event_to_proto,
+    job_to_proto,
+    output_to_proto,
+    spillover_to_proto,
+    timestamp,
+)
 from scheduler.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     SpillwayError,
     Unavailable,
     to_status,
 )
 from scheduler.events import EventHub, watch
 from scheduler.jobs import Job, Status
+from scheduler.spillover import Spillover
+from scheduler.spillover import Status as SpilloverStatus
 from scheduler.storage import ObjectStore, StorageError
-from scheduler.store import JobStore
+from scheduler.store import JobStore, QueueFull
 from scheduler.validation import (
     validate_idempotency_key,
     validate_job_id,
@@ -71,11 +80,15 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         hub: EventHub,
         objects: ObjectStore,
         keys: ApiKeys,
+        spillover: Spillover,
+        spillover_status: Callable[[], Coroutine[Any, Any, SpilloverStatus]],
         *,
         models: Sequence[str],
         presign_expires_s: int,
     ) -> None:
         self._store = store
+        self._spillover = spillover
+        self._spillover_status = spillover_status
         self._hub = hub
         self._objects = objects
         self._keys = keys
@@ -104,7 +117,15 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             models=self._models,
         )
         key = validate_idempotency_key(request.idempotency_key)
-        submitted = await self._store.submit(tenant, spec, idempotency_key=key)
+        try:
+            submitted = await self._store.submit(tenant, spec, idempotency_key=key)
+        except QueueFull as exc:
+            retry_after_s = await self._spillover.retry_after_s()
+            log.warning("refused a job for tenant %s: %d jobs queued", tenant, exc.queued)
+            raise ResourceExhausted(
+                f"the render queue is full ({exc.queued} jobs waiting); retry in {retry_after_s} s",
+                retry_after_s=retry_after_s,
+            ) from None
         if submitted.created:
             log.info("job %s queued for tenant %s", submitted.job.id, tenant)
         return pb.SubmitRenderResponse(job=job_to_proto(submitted.job), created=submitted.created)
@@ -173,6 +194,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             expires_at=timestamp(int(time.time() * 1000) + expires_s * 1000),
             output=output_to_proto(job),
         )
+
+    @_errors
+    async def GetSpillover(
+        self, request: pb.GetSpilloverRequest, context: Ctx
+    ) -> pb.GetSpilloverResponse:
+        self._keys.tenant(context.invocation_metadata())
+        return spillover_to_proto(await self._spillover_status(), self._spillover.config)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: Ctx

@@ -2,8 +2,8 @@
 
 A script changes the job hash, its queue or lease entry and appends its event together,
 so a reader never sees one without the other. Scripts that act for a dispatched job
-carry its attempt number as a fencing token: a replica that lost its lease cannot
-overwrite what the next attempt did.
+carry its lease number as a fencing token: a replica that lost the job cannot
+overwrite what the next holder did.
 """
 
 from __future__ import annotations
@@ -23,8 +23,20 @@ from scheduler.jobs import Event, Job, JobSpec, Output, initial_fields, new_job_
 _LUA = Path(__file__).with_name("lua")
 
 
-def _load(name: str) -> str:
-    return (_LUA / "prelude.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
+_KEY_CONSTANTS = {
+    "K_QUEUE": keys.QUEUE,
+    "K_QUEUED_AT": keys.QUEUED_AT,
+    "K_LEASES": keys.LEASES,
+    "K_WAKE": keys.WAKE,
+    "K_SEQ": keys.SEQ,
+    "K_RUNNING": keys.RUNNING_PREFIX,
+    "K_DISPATCHED": keys.DISPATCHED,
+}
+
+
+def load_script(name: str) -> str:
+    header = "".join(f"local {k} = '{v}'\n" for k, v in _KEY_CONSTANTS.items())
+    return header + (_LUA / "prelude.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
 
 
 class Finish(StrEnum):
@@ -41,6 +53,22 @@ class Submitted:
     created: bool
 
 
+class QueueFull(Exception):
+    """The queue is at its bound; nothing was written."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"{queued} jobs queued")
+        self.queued = queued
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    requeued: list[str]
+    """Jobs put back in line (or failed, out of attempts)."""
+    adopted: list[Job]
+    """Jobs whose remote call goes on, now leased to the caller to resume."""
+
+
 class JobStore:
     def __init__(
         self,
@@ -49,13 +77,15 @@ class JobStore:
         retention_s: int,
         events_maxlen: int,
         max_attempts: int,
+        max_queued: int,
     ) -> None:
         self._r = client
+        self._max_queued = max_queued
         self._retention_ms = retention_s * 1000
         self._maxlen = events_maxlen
         self._max_attempts = max_attempts
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(_load(name))
+            name: client.register_script(load_script(name))
             for name in (
                 "submit",
                 "claim",
@@ -64,6 +94,9 @@ class JobStore:
                 "requeue",
                 "reclaim",
                 "renew",
+                "release",
+                "set_call",
+                "expire",
                 "cancel",
                 "delete",
             )
@@ -83,12 +116,9 @@ class JobStore:
             "submit",
             [
                 keys.job(job_id),
-                keys.QUEUE,
                 keys.events(job_id),
                 keys.idempotency(tenant, idempotency_key),
                 keys.tenant_jobs(tenant),
-                keys.WAKE,
-                keys.SEQ,
             ],
             [
                 job_id,
@@ -98,9 +128,12 @@ class JobStore:
                 keys.channel(job_id),
                 self._maxlen,
                 keys.JOB_PREFIX,
+                self._max_queued,
                 *_flatten(fields),
             ],
         )
+        if created == -1:
+            raise QueueFull(int(stored))
         return Submitted(job=Job.from_hash(_pairs(stored)), created=bool(created))
 
     async def get(self, job_id: str) -> Job | None:
@@ -138,10 +171,20 @@ class JobStore:
             await self._r.zrem(index, *expired)
         return jobs, has_more
 
-    async def claim(self, owner: str, pool: str, lease_s: float) -> Job | None:
+    async def claim(
+        self,
+        owner: str,
+        pool: str,
+        lease_s: float,
+        *,
+        cap: int,
+        oldest: bool = False,
+    ) -> Job | None:
+        """Takes the next queued job for the pool (by priority, or the longest waiting),
+        unless the pool already runs `cap` jobs across all replicas."""
         h = await self._run(
             "claim",
-            [keys.QUEUE, keys.LEASES, keys.WAKE],
+            [],
             [
                 keys.JOB_PREFIX,
                 keys.EVENTS_PREFIX,
@@ -150,6 +193,8 @@ class JobStore:
                 int(lease_s * 1000),
                 pool,
                 self._maxlen,
+                cap,
+                "oldest" if oldest else "head",
             ],
         )
         return Job.from_hash(_pairs(h)) if h else None
@@ -164,7 +209,7 @@ class JobStore:
             await self._run(
                 "progress",
                 [keys.job(job.id), keys.events(job.id)],
-                [keys.channel(job.id), self._maxlen, job.attempt, event_type, progress],
+                [keys.channel(job.id), self._maxlen, job.lease, event_type, progress],
             )
         )
 
@@ -186,12 +231,12 @@ class JobStore:
     ) -> Finish:
         result = await self._run(
             "finish",
-            [keys.job(job.id), keys.events(job.id), keys.LEASES],
+            [keys.job(job.id), keys.events(job.id)],
             [
                 job.id,
                 keys.channel(job.id),
                 self._maxlen,
-                job.attempt,
+                job.lease,
                 status,
                 self._retention_ms,
                 code,
@@ -206,12 +251,12 @@ class JobStore:
         down) the attempt is not charged against the job."""
         result: str = await self._run(
             "requeue",
-            [keys.job(job.id), keys.events(job.id), keys.LEASES, keys.QUEUE, keys.WAKE],
+            [keys.job(job.id), keys.events(job.id)],
             [
                 job.id,
                 keys.channel(job.id),
                 self._maxlen,
-                job.attempt,
+                job.lease,
                 self._max_attempts,
                 self._retention_ms,
                 code,
@@ -224,13 +269,17 @@ class JobStore:
     async def renew(self, job_ids: Sequence[str], lease_s: float) -> int:
         if not job_ids:
             return 0
-        renewed: int = await self._run("renew", [keys.LEASES], [int(lease_s * 1000), *job_ids])
+        renewed: int = await self._run("renew", [], [int(lease_s * 1000), *job_ids])
         return renewed
 
-    async def reclaim(self, batch: int = 100) -> list[str]:
-        ids: list[str] = await self._run(
+    async def reclaim(
+        self, owner: str, lease_s: float, *, adopt_pool: str = "", batch: int = 100
+    ) -> Reclaimed:
+        """Takes back jobs whose lease expired; those with a remote call still running on
+        `adopt_pool` are adopted by `owner` instead of requeued."""
+        requeued, adopted = await self._run(
             "reclaim",
-            [keys.LEASES, keys.QUEUE, keys.WAKE],
+            [],
             [
                 keys.JOB_PREFIX,
                 keys.EVENTS_PREFIX,
@@ -239,6 +288,36 @@ class JobStore:
                 self._max_attempts,
                 self._retention_ms,
                 batch,
+                owner,
+                int(lease_s * 1000),
+                adopt_pool,
+            ],
+        )
+        return Reclaimed(
+            requeued=list(requeued), adopted=[Job.from_hash(_pairs(h)) for h in adopted]
+        )
+
+    async def release(self, job: Job) -> bool:
+        """Lets this replica's lease on a running job lapse now, for another to adopt."""
+        return bool(await self._run("release", [keys.job(job.id)], [job.id, job.lease]))
+
+    async def set_call(self, job: Job, call_id: str) -> bool:
+        """Records the remote call rendering the job; False if the job moved on."""
+        return bool(await self._run("set_call", [keys.job(job.id)], [job.lease, call_id]))
+
+    async def expire_queued(self, waited_ms: int, batch: int = 100) -> list[str]:
+        """Fails queued jobs that have waited at least `waited_ms`."""
+        ids: list[str] = await self._run(
+            "expire",
+            [],
+            [
+                keys.JOB_PREFIX,
+                keys.EVENTS_PREFIX,
+                keys.CHANNEL_PREFIX,
+                self._maxlen,
+                self._retention_ms,
+                waited_ms,
+                batch,
             ],
         )
         return ids
@@ -246,7 +325,7 @@ class JobStore:
     async def cancel(self, tenant: str, job_id: str) -> Job | None:
         h = await self._run(
             "cancel",
-            [keys.job(job_id), keys.events(job_id), keys.QUEUE, keys.LEASES],
+            [keys.job(job_id), keys.events(job_id)],
             [job_id, keys.channel(job_id), self._maxlen, self._retention_ms, tenant],
         )
         return Job.from_hash(_pairs(h)) if h else None
@@ -254,13 +333,7 @@ class JobStore:
     async def delete(self, tenant: str, job_id: str) -> Job | None:
         h = await self._run(
             "delete",
-            [
-                keys.job(job_id),
-                keys.events(job_id),
-                keys.QUEUE,
-                keys.LEASES,
-                keys.tenant_jobs(tenant),
-            ],
+            [keys.job(job_id), keys.events(job_id), keys.tenant_jobs(tenant)],
             [job_id, keys.channel(job_id), self._maxlen, tenant, keys.idempotency_prefix(tenant)],
         )
         return Job.from_hash(_pairs(h)) if h else None

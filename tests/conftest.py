@@ -28,6 +28,7 @@ from gateway.config import GatewayConfig
 from gateway.embedded import EmbeddedServer
 from renderer.server import RendererServer, start_renderer_server
 from scheduler.config import SchedulerConfig
+from scheduler.pools.base import Pool
 from scheduler.server import SchedulerServer
 
 T = TypeVar("T")
@@ -242,9 +243,9 @@ class Stack:
         env.update(overrides)
         return env
 
-    async def start_scheduler(self, **overrides: str) -> SchedulerServer:
+    async def start_scheduler(self, spill: Pool | None = None, **overrides: str) -> SchedulerServer:
         server = SchedulerServer(
-            SchedulerConfig.from_env(self.scheduler_env(**overrides)), tmp_dir=self.tmp
+            SchedulerConfig.from_env(self.scheduler_env(**overrides)), spill=spill, tmp_dir=self.tmp
         )
         await server.start()
         self.schedulers.append(server)

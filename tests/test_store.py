@@ -16,7 +16,9 @@ SPEC = JobSpec(prompt="a red fox", model="sora-2", seconds=4, width=720, height=
 
 @pytest.fixture
 def store(redis_client: aredis.Redis) -> JobStore:
-    return JobStore(redis_client, retention_s=3600, events_maxlen=64, max_attempts=2)
+    return JobStore(
+        redis_client, retention_s=3600, events_maxlen=64, max_attempts=2, max_queued=100
+    )
 
 
 async def test_submit_stores_job_queue_entry_and_event(store: JobStore) -> None:
@@ -47,7 +49,7 @@ async def test_claim_takes_priority_then_fifo(store: JobStore) -> None:
     high = (await store.submit("t", JobSpec(**{**SPEC.__dict__, "priority": 9}))).job
     low2 = (await store.submit("t", SPEC)).job
     order = []
-    while (job := await store.claim("r1", "inhouse", lease_s=30)) is not None:
+    while (job := await store.claim("r1", "inhouse", lease_s=30, cap=10)) is not None:
         order.append(job.id)
         assert job.status is Status.IN_PROGRESS and job.attempt == 1 and job.pool == "inhouse"
     assert order == [high.id, low.id, low2.id]
@@ -59,8 +61,8 @@ async def test_claim_on_empty_queue_clears_wake_token(
     """An empty claim drops the wake token, so idle dispatchers block instead of spinning."""
     await store.submit("t", SPEC)
     assert await redis_client.llen(keys.WAKE) == 1  # type: ignore[misc]
-    assert await store.claim("r1", "inhouse", 30) is not None
-    assert await store.claim("r1", "inhouse", 30) is None
+    assert await store.claim("r1", "inhouse", 30, cap=10) is not None
+    assert await store.claim("r1", "inhouse", 30, cap=10) is None
     assert await redis_client.llen(keys.WAKE) == 0  # type: ignore[misc]
     assert not await store.wait_for_work(timeout_s=0.05)
 
@@ -77,7 +79,7 @@ async def test_wait_for_work_wakes_on_submit(store: JobStore) -> None:
 async def test_complete_sets_output_and_terminal_event(store: JobStore) -> None:
     """Completing a job records its output, progress 100 and a terminal event."""
     await store.submit("t", SPEC)
-    job = await store.claim("r1", "inhouse", 30)
+    job = await store.claim("r1", "inhouse", 30, cap=10)
     assert job is not None
     output = Output(bucket="b", key=f"videos/{job.id}.mp4", bytes=10, sha256="ab", duration_s=4.0)
     assert await store.complete(job, output) is Finish.OK
@@ -91,11 +93,11 @@ async def test_complete_sets_output_and_terminal_event(store: JobStore) -> None:
 async def test_stale_attempt_cannot_finish(store: JobStore) -> None:
     """After a reclaim, the old attempt's completion is refused and the new one's accepted."""
     await store.submit("t", SPEC)
-    old = await store.claim("r1", "inhouse", lease_s=0.01)
+    old = await store.claim("r1", "inhouse", lease_s=0.01, cap=10)
     assert old is not None
     await asyncio.sleep(0.03)
-    assert await store.reclaim() == [old.id]
-    new = await store.claim("r2", "inhouse", 30)
+    assert (await store.reclaim("r2", 30)).requeued == [old.id]
+    new = await store.claim("r2", "inhouse", 30, cap=10)
     assert new is not None and new.id == old.id and new.attempt == 2
     assert await store.fail(old, "render_failed", "x") is Finish.STALE
     assert await store.progress(old, "progress", 50) is False
@@ -106,10 +108,10 @@ async def test_reclaim_fails_job_after_max_attempts(store: JobStore) -> None:
     """A job whose lease expires on its last attempt fails with the reason."""
     await store.submit("t", SPEC)
     for _ in range(2):
-        job = await store.claim("r1", "inhouse", lease_s=0.01)
+        job = await store.claim("r1", "inhouse", lease_s=0.01, cap=10)
         assert job is not None
         await asyncio.sleep(0.03)
-        await store.reclaim()
+        await store.reclaim("r2", 30)
     final = await store.get(job.id)
     assert final is not None and final.status is Status.FAILED
     assert final.error_code == "lease_expired" and "2 attempts" in final.error_message
@@ -119,10 +121,10 @@ async def test_reclaim_fails_job_after_max_attempts(store: JobStore) -> None:
 async def test_requeue_on_shutdown_does_not_use_an_attempt(store: JobStore) -> None:
     """A job handed back by a replica shutting down is queued again at its old attempt count."""
     await store.submit("t", SPEC)
-    job = await store.claim("r1", "inhouse", 30)
+    job = await store.claim("r1", "inhouse", 30, cap=10)
     assert job is not None
     assert await store.requeue(job, "shutdown", "replica stopping", counts=False) == "requeued"
-    again = await store.claim("r2", "inhouse", 30)
+    again = await store.claim("r2", "inhouse", 30, cap=10)
     assert again is not None and again.attempt == 1
 
 
@@ -134,7 +136,7 @@ async def test_cancel_queued_job_removes_it_from_queue(store: JobStore) -> None:
     assert cancelled is not None and cancelled.status is Status.CANCELLED
     assert cancelled.error_code == "cancelled"
     assert await store.queue_depth() == 0
-    assert await store.claim("r1", "inhouse", 30) is None
+    assert await store.claim("r1", "inhouse", 30, cap=10) is None
 
 
 async def test_delete_removes_job_events_and_idempotency_key(store: JobStore) -> None:

@@ -1,4 +1,4 @@
--- KEYS: job, events, queue, leases
+-- KEYS: job, events
 -- ARGV: id, channel, events maxlen, retention ms, tenant
 -- Cancels a queued or running job of the tenant. A running job's owner sees the
 -- cancelled event and stops its render. Returns the job's hash, or false if the
@@ -6,6 +6,6 @@
 if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[5] then
   return false
 end
-cancel_if_live(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[3], KEYS[4], ARGV[1],
-  'cancelled on request', tonumber(ARGV[4]))
+cancel_if_live(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[1], 'cancelled on request',
+  tonumber(ARGV[4]))
 return redis.call('HGETALL', KEYS[1])

@@ -1,27 +1,40 @@
--- KEYS: queue, leases, wake
--- ARGV: job prefix, events prefix, channel prefix, owner, lease ms, pool, events maxlen
--- Pops the first queued job, leases it to the owner and marks it in progress.
--- Returns the job's hash as a flat list, or false when the queue is empty.
+-- ARGV: job prefix, events prefix, channel prefix, owner, lease ms, pool, events maxlen,
+--       pool cap, order ('head': priority then submission; 'oldest': longest waiting)
+-- Pops a queued job for the pool, unless the pool already runs `cap` jobs across all
+-- replicas; leases it to the owner and marks it in progress.
+-- Returns the job's hash as a flat list, or false when there is none or no room.
+local pool = ARGV[6]
+if redis.call('SCARD', K_RUNNING .. pool) >= tonumber(ARGV[8]) then
+  return false
+end
 while true do
-  local popped = redis.call('ZPOPMIN', KEYS[1])
+  local popped
+  if ARGV[9] == 'oldest' then
+    popped = redis.call('ZPOPMIN', K_QUEUED_AT)
+  else
+    popped = redis.call('ZPOPMIN', K_QUEUE)
+  end
   if #popped == 0 then
     -- Nothing left: drop the token so idle dispatchers block until the next submit.
-    redis.call('DEL', KEYS[3])
+    redis.call('DEL', K_WAKE)
     return false
   end
   local id = popped[1]
+  dequeue(id)
   local jk = ARGV[1] .. id
   if redis.call('HGET', jk, 'status') == 'queued' then
     local now = now_ms()
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), id)
+    redis.call('ZADD', K_LEASES, now + tonumber(ARGV[5]), id)
+    redis.call('SADD', K_RUNNING .. pool, id)
+    redis.call('HINCRBY', K_DISPATCHED, pool, 1)
+    redis.call('HSETNX', K_DISPATCHED, 'since', now)
     redis.call('HINCRBY', jk, 'attempt', 1)
-    redis.call('HSET', jk, 'status', 'in_progress', 'owner', ARGV[4], 'pool', ARGV[6],
-      'started_ms', now, 'progress', 1)
+    redis.call('HINCRBY', jk, 'lease', 1)
+    redis.call('HSET', jk, 'status', 'in_progress', 'owner', ARGV[4], 'pool', pool,
+      'started_ms', now, 'progress', 1, 'call_id', '')
     emit(ARGV[2] .. id, ARGV[3] .. id, ARGV[7],
-      {type = 'dispatched', status = 'in_progress', progress = 1, t = now, pool = ARGV[6]})
-    if redis.call('ZCARD', KEYS[1]) > 0 then
-      wake(KEYS[3])
-    end
+      {type = 'dispatched', status = 'in_progress', progress = 1, t = now, pool = pool})
+    wake_if_queued()
     return redis.call('HGETALL', jk)
   end
 end

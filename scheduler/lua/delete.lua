@@ -1,4 +1,4 @@
--- KEYS: job, events, queue, leases, tenant jobs
+-- KEYS: job, events, tenant jobs
 -- ARGV: id, channel, events maxlen, tenant, idempotency key prefix
 -- Deletes a job of the tenant and everything that names it, cancelling it first if it
 -- still runs. Returns the job's hash as it was, or false if the tenant has no such job.
@@ -6,8 +6,7 @@ if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[4] then
   return false
 end
 -- Watchers see a terminal event before the job disappears.
-cancel_if_live(KEYS[1], KEYS[2], ARGV[2], ARGV[3], KEYS[3], KEYS[4], ARGV[1],
-  'deleted on request', 60000)
+cancel_if_live(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[1], 'deleted on request', 60000)
 local fields = redis.call('HGETALL', KEYS[1])
 local idem = redis.call('HGET', KEYS[1], 'idem')
 if idem and idem ~= '' then
@@ -17,7 +16,7 @@ if idem and idem ~= '' then
   end
 end
 redis.call('DEL', KEYS[1], KEYS[2])
+dequeue(ARGV[1])
+unrun(KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
 return fields

@@ -1,5 +1,6 @@
--- Shared by every script (prepended by scheduler/store.py). Times come from the Redis
--- server so that replicas with skewed clocks agree on leases and timestamps.
+-- Shared by every script (prepended by scheduler/store.py, after the K_* key constants
+-- it generates from scheduler/keys.py). Times come from the Redis server so that
+-- replicas with skewed clocks agree on leases and timestamps.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -14,19 +15,40 @@ local function emit(evkey, chan, maxlen, ev)
   return eid
 end
 
--- Keeps one token in the wake list while the queue may hold work, so an idle
--- dispatcher blocked on it wakes up.
-local function wake(wakekey)
-  if redis.call('LLEN', wakekey) == 0 then
-    redis.call('LPUSH', wakekey, '1')
+-- Keeps one token in the wake list while the queue may hold work (or capacity for it
+-- was freed), so an idle dispatcher blocked on it wakes up.
+local function wake_if_queued()
+  if redis.call('ZCARD', K_QUEUE) > 0 and redis.call('LLEN', K_WAKE) == 0 then
+    redis.call('LPUSH', K_WAKE, '1')
+  end
+end
+
+-- Puts a job in line: its place by priority and submission, and since when it waits.
+local function enqueue(id, seq)
+  redis.call('ZADD', K_QUEUE, seq, id)
+  redis.call('ZADD', K_QUEUED_AT, now_ms(), id)
+  wake_if_queued()
+end
+
+local function dequeue(id)
+  redis.call('ZREM', K_QUEUE, id)
+  redis.call('ZREM', K_QUEUED_AT, id)
+end
+
+-- Takes a job off its lease and its pool's in-flight set, which frees its capacity.
+local function unrun(jk, id)
+  redis.call('ZREM', K_LEASES, id)
+  local pool = redis.call('HGET', jk, 'pool')
+  if pool and pool ~= '' then
+    redis.call('SREM', K_RUNNING .. pool, id)
   end
 end
 
 -- Moves a job to a terminal status: final fields, a terminal event, and a TTL on the
 -- job and its events so finished jobs do not pile up.
-local function finish(jk, evkey, chan, maxlen, leases, id, status, code, message, retention_ms)
+local function finish(jk, evkey, chan, maxlen, id, status, code, message, retention_ms)
   local now = now_ms()
-  redis.call('ZREM', leases, id)
+  unrun(jk, id)
   redis.call('HSET', jk, 'status', status, 'completed_ms', now,
     'expires_ms', now + retention_ms, 'error_code', code, 'error_message', message)
   local progress = tonumber(redis.call('HGET', jk, 'progress') or '0')
@@ -42,34 +64,35 @@ local function finish(jk, evkey, chan, maxlen, leases, id, status, code, message
   emit(evkey, chan, maxlen, ev)
   redis.call('PEXPIRE', jk, retention_ms)
   redis.call('PEXPIRE', evkey, retention_ms)
+  wake_if_queued()
 end
 
--- Puts a dispatched job back in line, or fails it once it has used its attempts.
-local function requeue_or_fail(jk, evkey, chan, maxlen, leases, queue, wakekey, id,
-                               max_attempts, retention_ms, code, message)
+-- Puts a dispatched job back in line (a fresh attempt: no remote call to resume), or
+-- fails it once it has used its attempts.
+local function requeue_or_fail(jk, evkey, chan, maxlen, id, max_attempts, retention_ms,
+                               code, message)
   local attempt = tonumber(redis.call('HGET', jk, 'attempt') or '0')
   if attempt >= max_attempts then
-    finish(jk, evkey, chan, maxlen, leases, id, 'failed', code,
+    finish(jk, evkey, chan, maxlen, id, 'failed', code,
       message .. ' (gave up after ' .. attempt .. ' attempts)', retention_ms)
     return 'failed'
   end
-  redis.call('ZREM', leases, id)
-  redis.call('HSET', jk, 'status', 'queued', 'progress', 0, 'owner', '', 'pool', '')
-  redis.call('ZADD', queue, redis.call('HGET', jk, 'seq'), id)
+  unrun(jk, id)
+  redis.call('HSET', jk, 'status', 'queued', 'progress', 0, 'owner', '', 'pool', '',
+    'call_id', '')
+  enqueue(id, redis.call('HGET', jk, 'seq'))
   emit(evkey, chan, maxlen, {type = 'requeued', status = 'queued', progress = 0,
     t = now_ms(), error_code = code, error_message = message})
-  wake(wakekey)
   return 'requeued'
 end
 
 -- Cancels a job that is still queued or running; returns whether it did.
-local function cancel_if_live(jk, evkey, chan, maxlen, queue, leases, id, message,
-                              retention_ms)
+local function cancel_if_live(jk, evkey, chan, maxlen, id, message, retention_ms)
   local status = redis.call('HGET', jk, 'status')
   if status ~= 'queued' and status ~= 'in_progress' then
     return false
   end
-  redis.call('ZREM', queue, id)
-  finish(jk, evkey, chan, maxlen, leases, id, 'cancelled', 'cancelled', message, retention_ms)
+  dequeue(id)
+  finish(jk, evkey, chan, maxlen, id, 'cancelled', 'cancelled', message, retention_ms)
   return true
 end

@@ -1,7 +1,7 @@
 -- KEYS: job, events
--- ARGV: channel, events maxlen, attempt, event type, progress
--- Records progress of a running job, if this attempt still owns it. Returns 1 or 0.
-local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+-- ARGV: channel, events maxlen, lease, event type, progress
+-- Records progress of a running job, if this lease still holds it. Returns 1 or 0.
+local cur = redis.call('HMGET', KEYS[1], 'status', 'lease')
 if cur[1] ~= 'in_progress' or cur[2] ~= ARGV[3] then
   return 0
 end

@@ -1,24 +1,27 @@
--- KEYS: job, queue, events, idempotency, tenant jobs, wake, seq
+-- KEYS: job, events, idempotency, tenant jobs
 -- ARGV: id, has idempotency key (1/0), retention ms, priority, channel, events maxlen,
---       job key prefix, field/value pairs...
+--       job key prefix, queue bound, field/value pairs...
 -- Returns {1, job hash} for a new job, {0, job hash} for the job an idempotency key
--- created, each hash as a flat list.
+-- created (each hash as a flat list), or {-1, queued} when the queue is at its bound.
 if ARGV[2] == '1' then
-  local existing = redis.call('GET', KEYS[4])
+  local existing = redis.call('GET', KEYS[3])
   if existing and redis.call('EXISTS', ARGV[7] .. existing) == 1 then
     return {0, redis.call('HGETALL', ARGV[7] .. existing)}
   end
 end
+local queued = redis.call('ZCARD', K_QUEUE)
+if queued >= tonumber(ARGV[8]) then
+  return {-1, queued}
+end
 local now = now_ms()
 local retention = tonumber(ARGV[3])
-local score = (9 - tonumber(ARGV[4])) * 1099511627776 + redis.call('INCR', KEYS[7])
+local score = (9 - tonumber(ARGV[4])) * 1099511627776 + redis.call('INCR', K_SEQ)
 redis.call('HSET', KEYS[1], 'seq', score, 'created_ms', now, 'expires_ms', now + retention,
-  unpack(ARGV, 8))
+  unpack(ARGV, 9))
 if ARGV[2] == '1' then
-  redis.call('SET', KEYS[4], ARGV[1], 'PX', retention)
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', retention)
 end
-redis.call('ZADD', KEYS[2], score, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[1])
-emit(KEYS[3], ARGV[5], ARGV[6], {type = 'queued', status = 'queued', progress = 0, t = now})
-wake(KEYS[6])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+emit(KEYS[2], ARGV[5], ARGV[6], {type = 'queued', status = 'queued', progress = 0, t = now})
+enqueue(ARGV[1], score)
 return {1, redis.call('HGETALL', KEYS[1])}

@@ -1,0 +1,39 @@
+"""The spillover policy: a pure function of (state, signal, config, now).
+
+Nothing in this package does I/O or reads a clock; `scheduler.dispatcher` feeds it.
+"""
+
+from scheduler.policy.config import PolicyConfig, PrewarmWindow
+from scheduler.policy.decide import cost_usd, decide, retry_after_s
+from scheduler.policy.estimates import quantile
+from scheduler.policy.model import (
+    Autoscale,
+    Decision,
+    Estimates,
+    Mode,
+    Plan,
+    PolicyState,
+    Reason,
+    Signal,
+    Target,
+    Transition,
+)
+
+__all__ = [
+    "Autoscale",
+    "Decision",
+    "Estimates",
+    "Mode",
+    "Plan",
+    "PolicyConfig",
+    "PolicyState",
+    "PrewarmWindow",
+    "Reason",
+    "Signal",
+    "Target",
+    "Transition",
+    "cost_usd",
+    "decide",
+    "quantile",
+    "retry_after_s",
+]

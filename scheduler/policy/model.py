@@ -3,7 +3,7 @@ beyond descriptions: see `scheduler.policy.decide` for the rules."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -98,7 +98,8 @@ class PolicyState:
     every replica decides from the same state."""
 
     mode: Mode = Mode.NORMAL
-    mode_since_ms: int = 0
+    mode_since_ms: int | None = None
+    """When the current mode began; None before the first change."""
     pending_since_ms: int | None = None
     """Since when the condition to leave the current mode has held without a break."""
     depth_ref: int = 0
@@ -147,7 +148,8 @@ class Plan:
     recheck_at_ms: int | None = None
     """When the plan may change with no new signal (a dwell ends, a job times out, a
     pre-warm window opens); the dispatcher asks again by then."""
-    budget_left_usd: float = field(default=0.0)
+    budget_left_usd: float = 0.0
+    decided_at_ms: int = 0
 
     def count(self, target: Target) -> int:
         return sum(d.count for d in self.decisions if d.target is target)

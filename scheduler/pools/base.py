@@ -88,10 +88,17 @@ class Pool(ABC):
     """Whether a render outlives this process (a Modal call): on shutdown such jobs are
     left running for another replica to adopt, rather than requeued."""
 
+    @property
+    def available(self) -> bool:
+        """False while the fleet is failing (auth, not deployed, unreachable), so that the
+        policy holds jobs rather than send them there."""
+        return True
+
     @abstractmethod
     async def acquire(self) -> Slot:
-        """Reserves room for one render, waiting if this process has none right now.
-        (How many jobs each pool may run across all replicas is enforced in Redis.)"""
+        """Reserves room for one render of a job already claimed for this pool, waiting
+        if there is none yet (a container still booting). How many jobs each pool may
+        run across all replicas is enforced in Redis, at the claim."""
 
     @abstractmethod
     async def render(self, slot: Slot, job: Job, hooks: RenderHooks) -> Rendered:

@@ -24,6 +24,12 @@ class ListOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIST_ORDER_UNSPECIFIED: _ClassVar[ListOrder]
     LIST_ORDER_DESC: _ClassVar[ListOrder]
     LIST_ORDER_ASC: _ClassVar[ListOrder]
+
+class SpilloverMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPILLOVER_MODE_UNSPECIFIED: _ClassVar[SpilloverMode]
+    SPILLOVER_MODE_NORMAL: _ClassVar[SpilloverMode]
+    SPILLOVER_MODE_SPILL: _ClassVar[SpilloverMode]
 JOB_STATUS_UNSPECIFIED: JobStatus
 JOB_STATUS_QUEUED: JobStatus
 JOB_STATUS_IN_PROGRESS: JobStatus
@@ -33,6 +39,9 @@ JOB_STATUS_CANCELLED: JobStatus
 LIST_ORDER_UNSPECIFIED: ListOrder
 LIST_ORDER_DESC: ListOrder
 LIST_ORDER_ASC: ListOrder
+SPILLOVER_MODE_UNSPECIFIED: SpilloverMode
+SPILLOVER_MODE_NORMAL: SpilloverMode
+SPILLOVER_MODE_SPILL: SpilloverMode
 
 class JobError(_message.Message):
     __slots__ = ("code", "message")
@@ -233,3 +242,104 @@ class GetJobContentResponse(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     output: JobOutput
     def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output: _Optional[_Union[JobOutput, _Mapping]] = ...) -> None: ...
+
+class GetSpilloverRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PoolStatus(_message.Message):
+    __slots__ = ("name", "inflight", "cap", "dispatched", "containers", "ready_slots")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    READY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    inflight: int
+    cap: int
+    dispatched: int
+    containers: int
+    ready_slots: int
+    def __init__(self, name: _Optional[str] = ..., inflight: _Optional[int] = ..., cap: _Optional[int] = ..., dispatched: _Optional[int] = ..., containers: _Optional[int] = ..., ready_slots: _Optional[int] = ...) -> None: ...
+
+class SpilloverDecision(_message.Message):
+    __slots__ = ("target", "count", "reason", "description")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    count: int
+    reason: str
+    description: str
+    def __init__(self, target: _Optional[str] = ..., count: _Optional[int] = ..., reason: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ModeChange(_message.Message):
+    __slots__ = ("time", "to", "reason", "queued")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    to: SpilloverMode
+    reason: str
+    queued: int
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to: _Optional[_Union[SpilloverMode, str]] = ..., reason: _Optional[str] = ..., queued: _Optional[int] = ..., **kwargs) -> None: ...
+
+class AutoscalerSettings(_message.Message):
+    __slots__ = ("min_containers", "buffer_containers", "max_containers", "scaledown_window_seconds", "applied_by", "applied_at")
+    MIN_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    SCALEDOWN_WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
+    min_containers: int
+    buffer_containers: int
+    max_containers: int
+    scaledown_window_seconds: int
+    applied_by: str
+    applied_at: _timestamp_pb2.Timestamp
+    def __init__(self, min_containers: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., scaledown_window_seconds: _Optional[int] = ..., applied_by: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetSpilloverResponse(_message.Message):
+    __slots__ = ("mode", "mode_since", "queued", "high_watermark", "low_watermark", "pools", "decisions", "spent_usd", "budget_usd", "budget_left_usd", "estimated_inhouse_render_ms", "estimated_spill_render_ms", "estimated_cold_start_ms", "recent_changes", "autoscaler_wanted", "autoscaler_applied", "dispatched_since", "spill_available")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MODE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    LOW_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_USD_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_LEFT_USD_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_INHOUSE_RENDER_MS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_SPILL_RENDER_MS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COLD_START_MS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALER_WANTED_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALER_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SPILL_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    mode: SpilloverMode
+    mode_since: _timestamp_pb2.Timestamp
+    queued: int
+    high_watermark: int
+    low_watermark: int
+    pools: _containers.RepeatedCompositeFieldContainer[PoolStatus]
+    decisions: _containers.RepeatedCompositeFieldContainer[SpilloverDecision]
+    spent_usd: float
+    budget_usd: float
+    budget_left_usd: float
+    estimated_inhouse_render_ms: int
+    estimated_spill_render_ms: int
+    estimated_cold_start_ms: int
+    recent_changes: _containers.RepeatedCompositeFieldContainer[ModeChange]
+    autoscaler_wanted: AutoscalerSettings
+    autoscaler_applied: AutoscalerSettings
+    dispatched_since: _timestamp_pb2.Timestamp
+    spill_available: bool
+    def __init__(self, mode: _Optional[_Union[SpilloverMode, str]] = ..., mode_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., high_watermark: _Optional[int] = ..., low_watermark: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[SpilloverDecision, _Mapping]]] = ..., spent_usd: _Optional[float] = ..., budget_usd: _Optional[float] = ..., budget_left_usd: _Optional[float] = ..., estimated_inhouse_render_ms: _Optional[int] = ..., estimated_spill_render_ms: _Optional[int] = ..., estimated_cold_start_ms: _Optional[int] = ..., recent_changes: _Optional[_Iterable[_Union[ModeChange, _Mapping]]] = ..., autoscaler_wanted: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., autoscaler_applied: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., dispatched_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spill_available: _Optional[bool] = ...) -> None: ...

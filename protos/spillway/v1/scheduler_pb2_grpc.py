@@ -75,6 +75,11 @@ class SchedulerStub:
                 request_serializer=spillway_dot_v1_dot_scheduler__pb2.GetJobContentRequest.SerializeToString,
                 response_deserializer=spillway_dot_v1_dot_scheduler__pb2.GetJobContentResponse.FromString,
                 _registered_method=True)
+        self.GetSpillover = channel.unary_unary(
+                '/spillway.v1.Scheduler/GetSpillover',
+                request_serializer=spillway_dot_v1_dot_scheduler__pb2.GetSpilloverRequest.SerializeToString,
+                response_deserializer=spillway_dot_v1_dot_scheduler__pb2.GetSpilloverResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -137,6 +142,15 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSpillover(self, request, context):
+        """GetSpillover reports the spillover policy as it stands: the mode, the signal it
+        decides on, its limits, each pool's load, spend against the budget, recent mode
+        changes and the autoscaler settings last applied. Any valid API key may read it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -174,6 +188,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.GetJobContent,
                     request_deserializer=spillway_dot_v1_dot_scheduler__pb2.GetJobContentRequest.FromString,
                     response_serializer=spillway_dot_v1_dot_scheduler__pb2.GetJobContentResponse.SerializeToString,
+            ),
+            'GetSpillover': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpillover,
+                    request_deserializer=spillway_dot_v1_dot_scheduler__pb2.GetSpilloverRequest.FromString,
+                    response_serializer=spillway_dot_v1_dot_scheduler__pb2.GetSpilloverResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -371,6 +390,33 @@ class Scheduler:
             '/spillway.v1.Scheduler/GetJobContent',
             spillway_dot_v1_dot_scheduler__pb2.GetJobContentRequest.SerializeToString,
             spillway_dot_v1_dot_scheduler__pb2.GetJobContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpillover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spillway.v1.Scheduler/GetSpillover',
+            spillway_dot_v1_dot_scheduler__pb2.GetSpilloverRequest.SerializeToString,
+            spillway_dot_v1_dot_scheduler__pb2.GetSpilloverResponse.FromString,
             options,
             channel_credentials,
             insecure,

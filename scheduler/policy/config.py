@@ -1,0 +1,96 @@
+"""The policy's knobs. Durations are integer milliseconds so no rule needs an epsilon;
+`scheduler.config` reads them from the environment (in seconds) and names the variable
+in any error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PrewarmWindow:
+    """A daily window (UTC) during which Modal keeps `containers` warm. `end_s` before
+    `start_s` wraps past midnight."""
+
+    start_s: int
+    end_s: int
+    containers: int
+
+    def covers(self, second_of_day: int) -> bool:
+        if self.start_s <= self.end_s:
+            return self.start_s <= second_of_day < self.end_s
+        return second_of_day >= self.start_s or second_of_day < self.end_s
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    high_watermark: int = 8
+    """Queued jobs at or above which the policy starts spilling (after `enter_dwell_ms`)."""
+    low_watermark: int = 2
+    """Queued jobs at or below which it stops spilling (after `exit_dwell_ms`)."""
+    enter_dwell_ms: int = 2_000
+    exit_dwell_ms: int = 30_000
+    min_mode_ms: int = 10_000
+    """No mode change sooner than this after the last: no input can make it flap faster."""
+    max_spill_per_decision: int = 8
+    max_containers: int = 10
+    concurrency: int = 1
+    """Inputs one Modal container renders at once."""
+    buffer_containers: int = 1
+    scaledown_window_s: int = 300
+    gpu_usd_per_s: float = 0.001097
+    """What one Modal GPU-second costs (an H100 at about $3.95 an hour)."""
+    budget_usd_month: float = 10_000.0
+    queue_timeout_ms: int = 1_800_000
+    """A job that waits this long while both fleets are full fails with `queue_timeout`."""
+    max_queued: int = 10_000
+    """Past this many queued jobs, submits are refused (RESOURCE_EXHAUSTED / HTTP 429)."""
+    prewarm_windows: tuple[PrewarmWindow, ...] = ()
+    prewarm_rise_per_min: float = 0.0
+    """Reactive pre-warm: the queue rising at least this fast (jobs a minute) while below
+    the high watermark warms `prewarm_containers`; 0 turns it off."""
+    prewarm_containers: int = 1
+    prewarm_hold_ms: int = 120_000
+    rate_window_ms: int = 10_000
+    """How far apart the two queue depth samples behind the rise rate are."""
+    inhouse_render_ms: int = 60_000
+    modal_render_ms: int = 60_000
+    cold_start_ms: int = 30_000
+    """Estimates used until renders and cold starts have been observed."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.low_watermark < self.high_watermark:
+            problems.append(
+                f"need 0 <= low_watermark < high_watermark, got {self.low_watermark} "
+                f"and {self.high_watermark}"
+            )
+        for name in ("max_containers", "concurrency", "max_queued", "max_spill_per_decision"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in (
+            "enter_dwell_ms",
+            "exit_dwell_ms",
+            "min_mode_ms",
+            "buffer_containers",
+            "scaledown_window_s",
+            "gpu_usd_per_s",
+            "budget_usd_month",
+            "prewarm_rise_per_min",
+            "prewarm_containers",
+            "prewarm_hold_ms",
+            "inhouse_render_ms",
+            "modal_render_ms",
+            "cold_start_ms",
+        ):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.queue_timeout_ms < 1 or self.rate_window_ms < 1:
+            problems.append("queue_timeout_ms and rate_window_ms must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def modal_cap(self) -> int:
+        """The most inputs Modal may run at once."""
+        return self.max_containers * self.concurrency

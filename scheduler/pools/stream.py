@@ -1,0 +1,157 @@
+"""One render over the in-house gRPC protocol: a `Renderer.Render` stream (progress, MP4
+chunks, metadata) written to a local file.
+
+Every pool whose renderers speak that protocol (the in-house fleet, the local burst
+pool's containers) renders through `stream_render`, so they map failures the same way:
+
+- a gRPC status the renderer may not repeat (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL,
+  ...) is a retryable `RenderError`; INVALID_ARGUMENT and the like are not;
+- RESOURCE_EXHAUSTED (the renderer was full) is retryable and not charged to the job;
+- an MP4 whose size or sha256 differs from the metadata is retryable (corrupted);
+- whatever ends the render (an error, `Superseded`, a cancel), its file is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import secrets
+from pathlib import Path
+from typing import BinaryIO
+
+import grpc
+from spillway.v1 import renderer_pb2, renderer_pb2_grpc
+
+from scheduler.jobs import Job
+from scheduler.pools.base import Rendered, RenderError, RenderHooks, RenderInfo, Superseded
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+"""Options for channels to renderers: room for a chunk, and dead peers noticed."""
+
+# A renderer that turns a request away, or is unreachable, leaves the job to another
+# attempt; one that calls the request invalid will not change its mind.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+async def stream_render(
+    stub: renderer_pb2_grpc.RendererStub,
+    job: Job,
+    hooks: RenderHooks,
+    *,
+    address: str,
+    timeout_s: float,
+    tmp_dir: Path,
+) -> Rendered:
+    """Renders `job` on the renderer behind `stub` (named `address` in errors) into a new
+    file under `tmp_dir` that the caller owns. Raises `RenderError` when no valid MP4
+    arrived, `Superseded` when `hooks.progress` says the job moved on."""
+    request = renderer_pb2.RenderRequest(
+        job_id=job.id,
+        prompt=job.spec.prompt,
+        model=job.spec.model,
+        seconds=job.spec.seconds,
+        width=job.spec.width,
+        height=job.spec.height,
+    )
+    # Named before any await, so that whatever a cancel interrupts, we know what to
+    # clean up; creation and cleanup finish even if we are cancelled meanwhile.
+    path = tmp_dir / f"{job.id}-{job.attempt}-{secrets.token_hex(4)}.mp4"
+    out = await _create(path)
+    try:
+        info = await _stream(stub, address, request, timeout_s, out, hooks)
+        await asyncio.shield(asyncio.to_thread(out.close))
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(_discard, out, path))
+        raise
+    return Rendered(path=path, info=info)
+
+
+async def _stream(
+    stub: renderer_pb2_grpc.RendererStub,
+    address: str,
+    request: renderer_pb2.RenderRequest,
+    timeout_s: float,
+    out: BinaryIO,
+    hooks: RenderHooks,
+) -> RenderInfo:
+    digest = hashlib.sha256()
+    size = 0
+    meta: renderer_pb2.RenderMetadata | None = None
+    call = stub.Render(request, timeout=timeout_s)
+    try:
+        async for response in call:
+            kind = response.WhichOneof("payload")
+            if kind == "progress":
+                if not await hooks.progress(response.progress.percent):
+                    raise Superseded(request.job_id)
+            elif kind == "chunk":
+                digest.update(response.chunk)
+                size += len(response.chunk)
+                await asyncio.to_thread(out.write, response.chunk)
+            elif kind == "metadata":
+                meta = response.metadata
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        raise RenderError(
+            f"renderer {address}: {code.name}: {exc.details()}",
+            retryable=code in RETRYABLE,
+            charge_attempt=code is not grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ) from exc
+    finally:
+        call.cancel()
+    if meta is None:
+        raise RenderError(f"renderer {address} sent no metadata", retryable=True)
+    if meta.sha256 != digest.hexdigest() or meta.bytes != size:
+        raise RenderError(
+            f"renderer {address}: MP4 arrived corrupted "
+            f"({size} bytes, sha256 {digest.hexdigest()[:12]}; "
+            f"expected {meta.bytes}, {meta.sha256[:12]})",
+            retryable=True,
+        )
+    return RenderInfo(
+        container_id=meta.container_id,
+        cold_start=meta.cold_start,
+        boot_s=meta.boot_seconds,
+        restore_s=meta.restore_seconds,
+        render_s=meta.render_seconds,
+        bytes=meta.bytes,
+        sha256=meta.sha256,
+        duration_s=meta.duration_seconds,
+        frames=meta.frames,
+        engine=meta.engine,
+    )
+
+
+async def _create(path: Path) -> BinaryIO:
+    """Creates the file in a thread. If the caller is cancelled meanwhile, the file the
+    thread made is closed and removed instead of leaking."""
+    creating = asyncio.ensure_future(asyncio.to_thread(path.open, "xb"))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        creating.add_done_callback(functools.partial(_discard_created, path))
+        raise
+
+
+def _discard_created(path: Path, creating: asyncio.Future[BinaryIO]) -> None:
+    if not creating.cancelled() and creating.exception() is None:
+        _discard(creating.result(), path)
+
+
+def _discard(out: BinaryIO, path: Path) -> None:
+    out.close()
+    path.unlink(missing_ok=True)

@@ -1,0 +1,155 @@
+"""Configuration of the spillover policy and the second fleet, read with the rest of
+`scheduler.config`. Durations are given in seconds and held in the policy as ms."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from scheduler.config import ConfigError, float_at_least, get, int_at_least
+from scheduler.policy import PolicyConfig, PrewarmWindow
+
+HIGH_WATERMARK = "SPILLWAY_HIGH_WATERMARK"
+"""Queued jobs at or above which spilling starts. Default 8."""
+LOW_WATERMARK = "SPILLWAY_LOW_WATERMARK"
+"""Queued jobs at or below which spilling stops. Default 2."""
+ENTER_DWELL_S = "SPILLWAY_ENTER_DWELL_S"
+"""How long the queue must stay at or above the high watermark before spilling. Default 2."""
+EXIT_DWELL_S = "SPILLWAY_EXIT_DWELL_S"
+"""How long it must stay at or below the low watermark before spilling stops. Default 30."""
+MIN_MODE_S = "SPILLWAY_MIN_MODE_S"
+"""Least time between two mode changes. Default 10."""
+MAX_SPILL_PER_DECISION = "SPILLWAY_MAX_SPILL_PER_DECISION"
+"""Most jobs sent to the second fleet by one decision. Default 8."""
+QUEUE_TIMEOUT_S = "SPILLWAY_QUEUE_TIMEOUT_S"
+"""A job waiting this long with both fleets full fails with `queue_timeout`. Default 1800."""
+MAX_QUEUED = "SPILLWAY_MAX_QUEUED"
+"""Queue bound: past it submits get RESOURCE_EXHAUSTED / HTTP 429. Default 10000."""
+GPU_USD_PER_S = "SPILLWAY_GPU_USD_PER_S"
+"""Price of one GPU-second on the second fleet. Default 0.001097 (H100, ~$3.95/h)."""
+BUDGET_USD_MONTH = "SPILLWAY_BUDGET_USD_MONTH"
+"""Monthly spend limit on the second fleet (UTC calendar month). Default 10000."""
+PREWARM_WINDOWS = "SPILLWAY_PREWARM_WINDOWS"
+"""Daily UTC windows with containers kept warm: `HH:MM-HH:MM=N,...`. Default none."""
+PREWARM_RISE_PER_MIN = "SPILLWAY_PREWARM_RISE_PER_MIN"
+"""Reactive pre-warm when the queue rises this fast (jobs/min); 0 turns it off. Default 0."""
+PREWARM_CONTAINERS = "SPILLWAY_PREWARM_CONTAINERS"
+"""Containers reactive pre-warm keeps warm. Default 1."""
+PREWARM_HOLD_S = "SPILLWAY_PREWARM_HOLD_S"
+"""How long reactive pre-warm lasts after the queue stops rising. Default 120."""
+RATE_WINDOW_S = "SPILLWAY_RATE_WINDOW_S"
+"""Span over which the queue's rise rate is measured. Default 10."""
+EST_INHOUSE_RENDER_S = "SPILLWAY_EST_INHOUSE_RENDER_S"
+"""In-house render time assumed until renders are observed. Default 60."""
+EST_SPILL_RENDER_S = "SPILLWAY_EST_SPILL_RENDER_S"
+"""Second-fleet render time assumed until renders are observed. Default 60."""
+EST_COLD_START_S = "SPILLWAY_EST_COLD_START_S"
+"""Cold start assumed until cold starts are observed. Default 30."""
+
+SPILL_POOL = "SPILLWAY_SPILL_POOL"
+"""The second fleet: `none`, `burst` (local worker processes) or `modal`. Default none."""
+SPILL_MAX_CONTAINERS = "SPILLWAY_SPILL_MAX_CONTAINERS"
+"""Most containers the second fleet runs. Default 10."""
+SPILL_CONCURRENCY = "SPILLWAY_SPILL_CONCURRENCY"
+"""Inputs each container renders at once. Default 1."""
+SPILL_BUFFER_CONTAINERS = "SPILLWAY_SPILL_BUFFER_CONTAINERS"
+"""Idle containers kept ready beyond demand while busy. Default 1."""
+SPILL_SCALEDOWN_S = "SPILLWAY_SPILL_SCALEDOWN_S"
+"""A container idle this long is stopped. Default 300."""
+BURST_COLD_START_S = "SPILLWAY_BURST_COLD_START_S"
+"""Boot delay of a local burst container, standing in for a snapshot restore. Default 2."""
+MODAL_APP = "SPILLWAY_MODAL_APP"
+"""Deployed Modal app holding the renderer. Default spillway-renderer."""
+MODAL_CLASS = "SPILLWAY_MODAL_CLASS"
+"""Renderer class in that app. Default Renderer."""
+AUTOSCALE_INTERVAL_S = "SPILLWAY_AUTOSCALE_INTERVAL_S"
+"""How often the autoscaler-lease holder re-applies the fleet's settings. Default 15."""
+
+_WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})=(\d+)$")
+
+
+class SpillKind(StrEnum):
+    NONE = "none"
+    BURST = "burst"
+    MODAL = "modal"
+
+
+@dataclass(frozen=True)
+class SpillConfig:
+    kind: SpillKind
+    burst_cold_start_s: float
+    modal_app: str
+    modal_class: str
+    autoscale_interval_s: float
+
+
+def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
+    return SpillConfig(
+        kind=get(env, SPILL_POOL, "none", SpillKind),
+        burst_cold_start_s=get(env, BURST_COLD_START_S, "2", float_at_least(0)),
+        modal_app=get(env, MODAL_APP, "spillway-renderer", _nonempty),
+        modal_class=get(env, MODAL_CLASS, "Renderer", _nonempty),
+        autoscale_interval_s=get(env, AUTOSCALE_INTERVAL_S, "15", float_at_least(0.1)),
+    )
+
+
+def policy_from_env(env: Mapping[str, str]) -> PolicyConfig:
+    def ms(key: str, default: str) -> int:
+        return int(get(env, key, default, float_at_least(0)) * 1000)
+
+    try:
+        return PolicyConfig(
+            high_watermark=get(env, HIGH_WATERMARK, "8", int_at_least(1)),
+            low_watermark=get(env, LOW_WATERMARK, "2", int_at_least(0)),
+            enter_dwell_ms=ms(ENTER_DWELL_S, "2"),
+            exit_dwell_ms=ms(EXIT_DWELL_S, "30"),
+            min_mode_ms=ms(MIN_MODE_S, "10"),
+            max_spill_per_decision=get(env, MAX_SPILL_PER_DECISION, "8", int_at_least(1)),
+            max_containers=get(env, SPILL_MAX_CONTAINERS, "10", int_at_least(1)),
+            concurrency=get(env, SPILL_CONCURRENCY, "1", int_at_least(1)),
+            buffer_containers=get(env, SPILL_BUFFER_CONTAINERS, "1", int_at_least(0)),
+            scaledown_window_s=get(env, SPILL_SCALEDOWN_S, "300", int_at_least(0)),
+            gpu_usd_per_s=get(env, GPU_USD_PER_S, "0.001097", float_at_least(0)),
+            budget_usd_month=get(env, BUDGET_USD_MONTH, "10000", float_at_least(0)),
+            queue_timeout_ms=max(1, ms(QUEUE_TIMEOUT_S, "1800")),
+            max_queued=get(env, MAX_QUEUED, "10000", int_at_least(1)),
+            prewarm_windows=get(env, PREWARM_WINDOWS, "-", _windows),
+            prewarm_rise_per_min=get(env, PREWARM_RISE_PER_MIN, "0", float_at_least(0)),
+            prewarm_containers=get(env, PREWARM_CONTAINERS, "1", int_at_least(0)),
+            prewarm_hold_ms=ms(PREWARM_HOLD_S, "120"),
+            rate_window_ms=max(1, ms(RATE_WINDOW_S, "10")),
+            inhouse_render_ms=ms(EST_INHOUSE_RENDER_S, "60"),
+            modal_render_ms=ms(EST_SPILL_RENDER_S, "60"),
+            cold_start_ms=ms(EST_COLD_START_S, "30"),
+        )
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        # The one rule that spans two variables.
+        raise ConfigError(
+            f"{LOW_WATERMARK}={env.get(LOW_WATERMARK, '2')!r}, "
+            f"{HIGH_WATERMARK}={env.get(HIGH_WATERMARK, '8')!r}: {exc}"
+        ) from None
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _windows(raw: str) -> tuple[PrewarmWindow, ...]:
+    if raw == "-":
+        return ()
+    windows = []
+    for item in raw.split(","):
+        match = _WINDOW.match(item.strip())
+        if not match:
+            raise ValueError(f"expected HH:MM-HH:MM=N, got {item.strip()!r}")
+        h1, m1, h2, m2, n = (int(g) for g in match.groups())
+        if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+            raise ValueError(f"no such time of day in {item.strip()!r}")
+        windows.append(PrewarmWindow(h1 * 3600 + m1 * 60, h2 * 3600 + m2 * 60, n))
+    return tuple(windows)

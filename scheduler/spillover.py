@@ -1,0 +1,284 @@
+"""The I/O shell around the spillover policy: reads its signal and state from Redis in
+one round trip, runs `policy.decide`, saves the state back (compare-and-set, so replicas
+deciding at once cannot lose a mode change), records observed renders, cold starts and
+spend, and holds the autoscaler lease. Every decision is the policy's; this module only
+moves data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as redis
+
+from scheduler import keys
+from scheduler.policy import (
+    Autoscale,
+    Estimates,
+    Mode,
+    Plan,
+    PolicyConfig,
+    PolicyState,
+    Reason,
+    Signal,
+    Transition,
+    cost_usd,
+    decide,
+    quantile,
+    retry_after_s,
+)
+from scheduler.pools.base import PoolStats, RenderInfo
+from scheduler.store import load_script
+
+log = logging.getLogger(__name__)
+
+_AGES_SAMPLED = 32
+_SAMPLES_KEPT = 64
+_RENDER_QUANTILE = 0.5
+_COLD_QUANTILE = 0.9
+_TRANSITIONS_KEPT = 1000
+_CAS_TRIES = 8
+_SPEND_TTL_S = 40 * 86_400
+
+_LEASE_SCRIPT = """
+-- KEYS: lease; ARGV: owner, ttl ms. Takes or keeps the lease; returns 1 if owner holds it.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A pool as the status RPC reports it."""
+
+    name: str
+    inflight: int
+    cap: int
+    dispatched: int
+    containers: int
+    ready_slots: int
+
+
+@dataclass(frozen=True)
+class Status:
+    plan: Plan
+    signal: Signal
+    now_ms: int
+    pools: tuple[PoolView, ...]
+    transitions: tuple[Transition, ...]
+    autoscale_applied: dict[str, str]
+    dispatched_since_ms: int
+
+
+class Spillover:
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: PolicyConfig,
+        *,
+        inhouse_pool: str,
+        inhouse_slots: int,
+        spill_pool: str | None,
+    ) -> None:
+        self._r = client
+        self.config = config
+        self._inhouse = inhouse_pool
+        self._inhouse_slots = inhouse_slots
+        self._spill = spill_pool
+        self._save = client.register_script(load_script("policy_save"))
+        self._lease = client.register_script(_LEASE_SCRIPT)
+
+    @property
+    def inhouse_slots(self) -> int:
+        return self._inhouse_slots
+
+    async def read(
+        self, spill_stats: PoolStats | None, spill_available: bool
+    ) -> tuple[PolicyState, str, Signal, int]:
+        """State, its version, the signal and Redis server time, in one round trip."""
+        spill = self._spill or ""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hmget(keys.POLICY, ["state", "version"])
+            pipe.zcard(keys.QUEUE)
+            pipe.zrange(keys.QUEUED_AT, 0, _AGES_SAMPLED - 1, withscores=True)
+            pipe.scard(keys.running(self._inhouse))
+            pipe.scard(keys.running(spill))
+            pipe.lrange(keys.samples(self._inhouse, "render"), 0, -1)
+            pipe.lrange(keys.samples(spill, "render"), 0, -1)
+            pipe.lrange(keys.samples(spill, "cold"), 0, -1)
+            pipe.get(keys.spend(_month()))
+            (
+                (sec, usec),
+                (state_json, version),
+                queued,
+                oldest,
+                inhouse_busy,
+                spill_inflight,
+                inhouse_renders,
+                spill_renders,
+                colds,
+                spent,
+            ) = await pipe.execute()
+        now_ms = int(sec) * 1000 + int(usec) // 1000
+        cfg = self.config
+        signal = Signal(
+            queued=int(queued),
+            queue_ages_ms=tuple(max(0, now_ms - int(score)) for _, score in oldest),
+            inhouse_busy=int(inhouse_busy),
+            inhouse_slots=self._inhouse_slots,
+            modal_inflight=int(spill_inflight),
+            modal_ready_slots=spill_stats.ready_slots if spill_stats else 0,
+            modal_available=self._spill is not None and spill_available,
+            spent_usd=float(spent or 0.0),
+            estimates=Estimates(
+                inhouse_render_ms=quantile(
+                    _ints(inhouse_renders), _RENDER_QUANTILE, cfg.inhouse_render_ms
+                ),
+                modal_render_ms=quantile(
+                    _ints(spill_renders), _RENDER_QUANTILE, cfg.modal_render_ms
+                ),
+                cold_start_ms=quantile(_ints(colds), _COLD_QUANTILE, cfg.cold_start_ms),
+            ),
+        )
+        return decode_state(state_json), version or "0", signal, now_ms
+
+    async def decide(self, spill_stats: PoolStats | None, spill_available: bool) -> Plan:
+        """Reads, decides and saves; a replica that lost the compare-and-set re-reads and
+        decides again, so each saved state follows from the one before it."""
+        for _ in range(_CAS_TRIES):
+            state, version, signal, now_ms = await self.read(spill_stats, spill_available)
+            plan = decide(state, signal, self.config, now_ms)
+            if plan.state == state:
+                return plan
+            transition = encode_transition(plan.transition) if plan.transition else ""
+            saved = await self._save(
+                keys=[keys.POLICY, keys.TRANSITIONS],
+                args=[version, encode_state(plan.state), transition, _TRANSITIONS_KEPT],
+            )
+            if saved:
+                if plan.transition:
+                    t = plan.transition
+                    log.warning(
+                        "spillover mode %s -> %s (%s; %d queued)",
+                        t.old.value,
+                        t.new.value,
+                        t.reason.value,
+                        t.queued,
+                    )
+                return plan
+        raise RuntimeError("spillover state kept changing under this replica")
+
+    async def retry_after_s(self) -> int:
+        """What to tell a caller refused at the queue bound."""
+        _, _, signal, _ = await self.read(None, self._spill is not None)
+        return retry_after_s(signal, self.config)
+
+    async def record(self, pool: str, info: RenderInfo, wall_s: float) -> None:
+        """Feeds the estimates (render time as the scheduler saw it, cold starts) and, for
+        the second fleet, meters its GPU-seconds against the budget."""
+        cold_s = info.boot_s + info.restore_s if info.cold_start else 0.0
+        async with self._r.pipeline(transaction=False) as pipe:
+            render_key = keys.samples(pool, "render")
+            pipe.lpush(render_key, int(max(0.0, wall_s - cold_s) * 1000))
+            pipe.ltrim(render_key, 0, _SAMPLES_KEPT - 1)
+            if info.cold_start:
+                cold_key = keys.samples(pool, "cold")
+                pipe.lpush(cold_key, int(cold_s * 1000))
+                pipe.ltrim(cold_key, 0, _SAMPLES_KEPT - 1)
+            if pool == self._spill:
+                usd = cost_usd(int((info.render_s + cold_s) * 1000), self.config)
+                spend_key = keys.spend(_month())
+                pipe.incrbyfloat(spend_key, usd)
+                pipe.expire(spend_key, _SPEND_TTL_S)
+            await pipe.execute()
+
+    async def hold_autoscaler_lease(self, owner: str, ttl_s: float) -> bool:
+        return bool(
+            await self._lease(keys=[keys.AUTOSCALER_LEASE], args=[owner, int(ttl_s * 1000)])
+        )
+
+    async def record_autoscale(self, settings: Autoscale, owner: str) -> None:
+        fields = {k: str(v) for k, v in dataclasses.asdict(settings).items()}
+        fields.update(by=owner, at_ms=str(int(time.time() * 1000)))
+        await self._r.hset(keys.AUTOSCALE, mapping=fields)  # type: ignore[arg-type]
+
+    async def status(
+        self, stats: dict[str, PoolStats], spill_available: bool, caps: dict[str, int]
+    ) -> Status:
+        spill_stats = stats.get(self._spill) if self._spill else None
+        state, _, signal, now_ms = await self.read(spill_stats, spill_available)
+        plan = decide(state, signal, self.config, now_ms)
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.DISPATCHED)
+            pipe.xrevrange(keys.TRANSITIONS, count=20)
+            pipe.hgetall(keys.AUTOSCALE)
+            dispatched, recent, applied = await pipe.execute()
+        inflight = {self._inhouse: signal.inhouse_busy}
+        if self._spill:
+            inflight[self._spill] = signal.modal_inflight
+        pools = tuple(
+            PoolView(
+                name=name,
+                inflight=inflight.get(name, 0),
+                cap=caps.get(name, 0),
+                dispatched=int(dispatched.get(name, 0)),
+                containers=s.containers,
+                ready_slots=s.ready_slots,
+            )
+            for name, s in stats.items()
+        )
+        return Status(
+            plan=plan,
+            signal=signal,
+            now_ms=now_ms,
+            pools=pools,
+            transitions=tuple(decode_transition(f["d"]) for _, f in reversed(recent)),
+            autoscale_applied=cast(dict[str, str], applied),
+            dispatched_since_ms=int(dispatched.get("since", 0)),
+        )
+
+
+def encode_state(state: PolicyState) -> str:
+    return json.dumps(dataclasses.asdict(state), sort_keys=True)
+
+
+def decode_state(data: str | None) -> PolicyState:
+    if not data:
+        return PolicyState()
+    d: dict[str, Any] = json.loads(data)
+    return PolicyState(**{**d, "mode": Mode(d["mode"])})
+
+
+def encode_transition(t: Transition) -> str:
+    return json.dumps(dataclasses.asdict(t), sort_keys=True)
+
+
+def decode_transition(data: str) -> Transition:
+    d = json.loads(data)
+    return Transition(
+        at_ms=int(d["at_ms"]),
+        old=Mode(d["old"]),
+        new=Mode(d["new"]),
+        reason=Reason(d["reason"]),
+        queued=int(d["queued"]),
+    )
+
+
+def _ints(values: Sequence[str]) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _month() -> str:
+    return time.strftime("%Y-%m", time.gmtime())
