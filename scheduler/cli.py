@@ -2,6 +2,7 @@
 
 spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
+spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
 spillway scheduler  run one scheduler replica (configured by SPILLWAY_* variables)
 spillway renderer   run an in-house renderer (same as `python -m renderer serve`)
 spillway gateway    run the REST gateway (same as `python -m gateway`)
@@ -82,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.set_defaults(run=_submit)
 
+    spill = commands.add_parser("spillover", help="show the spillover policy's status")
+    spill.add_argument("--json", action="store_true", help="one JSON object")
+    spill.add_argument(
+        "--addr",
+        default=os.environ.get("SPILLWAY_SCHEDULER_ADDR", "127.0.0.1:50051"),
+        help="scheduler gRPC address (SPILLWAY_SCHEDULER_ADDR, default %(default)s)",
+    )
+    spill.add_argument(
+        "--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="(SPILLWAY_API_KEY)"
+    )
+    spill.set_defaults(run=_spillover)
+
     scheduler = commands.add_parser("scheduler", help="run one scheduler replica")
     scheduler.set_defaults(run=_scheduler)
     # Listed for --help; main() hands their arguments over before parsing.
@@ -141,6 +154,25 @@ async def _submit_async(args: argparse.Namespace) -> int:
         if args.output:
             size = await client.download(video["id"], args.output)
             print(f"saved {args.output} ({size} bytes)")
+    return 0
+
+
+def _spillover(args: argparse.Namespace) -> int:
+    import grpc
+
+    from scheduler import spillover_cli
+
+    if not args.api_key:
+        print("spillway spillover: set SPILLWAY_API_KEY or pass --api-key", file=sys.stderr)
+        return 2
+    try:
+        status = asyncio.run(spillover_cli.fetch(args.addr, args.api_key))
+    except grpc.aio.AioRpcError as exc:
+        print(
+            f"spillway spillover: {args.addr}: {exc.code().name}: {exc.details()}", file=sys.stderr
+        )
+        return 1
+    print(spillover_cli.to_json(status) if args.json else spillover_cli.to_table(status))
     return 0
 
 

@@ -60,6 +60,8 @@ SPILL_SCALEDOWN_S = "SPILLWAY_SPILL_SCALEDOWN_S"
 """A container idle this long is stopped. Default 300."""
 BURST_COLD_START_S = "SPILLWAY_BURST_COLD_START_S"
 """Boot delay of a local burst container, standing in for a snapshot restore. Default 2."""
+BURST_FPS = "SPILLWAY_BURST_FPS"
+"""Frame rate of local burst renders. Default 24."""
 MODAL_APP = "SPILLWAY_MODAL_APP"
 """Deployed Modal app holding the renderer. Default spillway-renderer."""
 MODAL_CLASS = "SPILLWAY_MODAL_CLASS"
@@ -80,6 +82,7 @@ class SpillKind(StrEnum):
 class SpillConfig:
     kind: SpillKind
     burst_cold_start_s: float
+    burst_fps: int
     modal_app: str
     modal_class: str
     autoscale_interval_s: float
@@ -89,6 +92,7 @@ def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
     return SpillConfig(
         kind=get(env, SPILL_POOL, "none", SpillKind),
         burst_cold_start_s=get(env, BURST_COLD_START_S, "2", float_at_least(0)),
+        burst_fps=get(env, BURST_FPS, "24", int_at_least(1)),
         modal_app=get(env, MODAL_APP, "spillway-renderer", _nonempty),
         modal_class=get(env, MODAL_CLASS, "Renderer", _nonempty),
         autoscale_interval_s=get(env, AUTOSCALE_INTERVAL_S, "15", float_at_least(0.1)),

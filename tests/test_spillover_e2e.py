@@ -1,0 +1,159 @@
+"""The spill path end to end: a real scheduler over real Redis and S3, an in-house
+renderer with two slots, and the local burst pool as the second fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+from collections import Counter
+
+import av
+import grpc
+import redis.asyncio as aredis
+from spillway.v1 import scheduler_pb2 as pb
+from spillway.v1 import scheduler_pb2_grpc
+
+from scheduler import keys
+from tests.conftest import AUTH, S3Server, Stack, assert_eventually, free_port
+
+# Small watermarks and short dwells so that a burst of 20 spills within seconds; the
+# burst containers boot in 0.3 s and scale down after 1 s idle.
+SPILL_ENV = {
+    "SPILLWAY_SPILL_POOL": "burst",
+    "SPILLWAY_HIGH_WATERMARK": "4",
+    "SPILLWAY_LOW_WATERMARK": "1",
+    "SPILLWAY_ENTER_DWELL_S": "0",
+    "SPILLWAY_EXIT_DWELL_S": "1",
+    "SPILLWAY_MIN_MODE_S": "0.5",
+    "SPILLWAY_SPILL_MAX_CONTAINERS": "3",
+    "SPILLWAY_SPILL_BUFFER_CONTAINERS": "0",
+    "SPILLWAY_SPILL_SCALEDOWN_S": "1",
+    "SPILLWAY_BURST_COLD_START_S": "0.3",
+    "SPILLWAY_BURST_FPS": "8",
+    "SPILLWAY_EST_INHOUSE_RENDER_S": "2",
+    "SPILLWAY_EST_SPILL_RENDER_S": "1",
+    "SPILLWAY_EST_COLD_START_S": "0.5",
+    "SPILLWAY_AUTOSCALE_INTERVAL_S": "0.5",
+}
+REQUEST = {"prompt": "a lighthouse in a storm", "seconds": 4, "size": "720x1280"}
+
+
+async def submit_burst(stub: scheduler_pb2_grpc.SchedulerStub, n: int) -> list[str]:
+    responses = await asyncio.gather(
+        *(stub.SubmitRender(pb.SubmitRenderRequest(**REQUEST), metadata=AUTH) for _ in range(n))
+    )
+    return [r.job.id for r in responses]
+
+
+async def final_jobs(stub: scheduler_pb2_grpc.SchedulerStub, ids: list[str]) -> list[pb.Job]:
+    async def all_done() -> list[pb.Job]:
+        jobs = [(await stub.GetJob(pb.GetJobRequest(id=i), metadata=AUTH)).job for i in ids]
+        pending = [
+            j.id for j in jobs if j.status in (pb.JOB_STATUS_QUEUED, pb.JOB_STATUS_IN_PROGRESS)
+        ]
+        assert not pending, f"{len(pending)} jobs still running"
+        return jobs
+
+    return await assert_eventually(all_done, within=150, interval=0.25)
+
+
+def assert_valid_mp4(s3: S3Server, key: str) -> None:
+    body = s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    with av.open(io.BytesIO(body)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames > 0, f"{key} decodes to no frames"
+
+
+async def test_burst_spills_completes_and_drains_back(stack: Stack, s3: S3Server) -> None:
+    """With 2 in-house slots, a burst of 20 spills some jobs to the burst pool; all 20
+    complete with valid MP4s, the mode goes back to normal and the burst pool scales to
+    zero after its scaledown window."""
+    await stack.start_renderer(slots=2)
+    scheduler = await stack.start_scheduler(**SPILL_ENV)
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        ids = await submit_burst(stub, 20)
+        jobs = await final_jobs(stub, ids)
+
+        assert [j.status for j in jobs] == [pb.JOB_STATUS_COMPLETED] * 20
+        per_pool = Counter(j.pool for j in jobs)
+        assert per_pool["burst"] > 0 and per_pool["inhouse"] > 0, per_pool
+        assert set(per_pool) == {"burst", "inhouse"}
+        for job in jobs:
+            assert_valid_mp4(s3, job.output.key)
+
+        async def drained() -> pb.GetSpilloverResponse:
+            status: pb.GetSpilloverResponse = await stub.GetSpillover(
+                pb.GetSpilloverRequest(), metadata=AUTH
+            )
+            assert status.mode == pb.SPILLOVER_MODE_NORMAL
+            burst = next(p for p in status.pools if p.name == "burst")
+            assert burst.containers == 0 and burst.inflight == 0
+            return status
+
+        status = await assert_eventually(drained, within=30, interval=0.2)
+        changes = [(getattr(c, "from"), c.to) for c in status.recent_changes]
+        assert (pb.SPILLOVER_MODE_NORMAL, pb.SPILLOVER_MODE_SPILL) in changes
+        assert changes[-1] == (pb.SPILLOVER_MODE_SPILL, pb.SPILLOVER_MODE_NORMAL)
+        dispatched = {p.name: p.dispatched for p in status.pools}
+        assert dispatched == {"inhouse": per_pool["inhouse"], "burst": per_pool["burst"]}
+
+
+async def test_killed_replica_loses_and_duplicates_nothing(
+    stack: Stack, s3: S3Server, redis_url: str
+) -> None:
+    """A scheduler replica killed with SIGKILL mid-burst loses no job and duplicates none:
+    another replica reclaims its jobs, and every job completes exactly once, with
+    exactly one MP4 in the bucket."""
+    await stack.start_renderer(slots=2)
+    port = free_port()
+    env = {
+        **os.environ,
+        **stack.scheduler_env(**SPILL_ENV, SPILLWAY_SCHEDULER_LISTEN=f"127.0.0.1:{port}"),
+    }
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scheduler",
+        "scheduler",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            ids = await submit_burst(stub, 12)
+            client = aredis.Redis.from_url(redis_url, decode_responses=True)
+
+            async def busy_on_both_fleets() -> None:
+                assert await client.scard(keys.running("inhouse")) >= 2
+                assert await client.scard(keys.running("burst")) >= 1
+
+            await assert_eventually(busy_on_both_fleets, within=60)
+            doomed.send_signal(signal.SIGKILL)
+            await doomed.wait()
+    finally:
+        if doomed.returncode is None:
+            doomed.kill()
+            await doomed.wait()
+
+    survivor = await stack.start_scheduler(**SPILL_ENV)
+    async with grpc.aio.insecure_channel(survivor.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        jobs = await final_jobs(stub, ids)
+        assert [j.status for j in jobs] == [pb.JOB_STATUS_COMPLETED] * 12
+        for job in jobs:
+            events = [
+                r.event async for r in stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=AUTH)
+            ]
+            assert [e.type for e in events].count("completed") == 1
+    objects = s3.client().list_objects_v2(Bucket=s3.bucket).get("Contents", [])
+    assert sorted(o["Key"] for o in objects) == sorted(j.output.key for j in jobs)
+    reclaimed = await client.xrange(keys.events(ids[0]))
+    assert reclaimed  # the event stream survived the replica
+    await client.aclose()
