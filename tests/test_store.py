@@ -9,9 +9,10 @@ import redis.asyncio as aredis
 
 from scheduler import keys
 from scheduler.jobs import JobSpec, Output, Status
-from scheduler.store import Finish, JobStore
+from scheduler.store import Finish, JobStore, QueueFull
 
 SPEC = JobSpec(prompt="a red fox", model="sora-2", seconds=4, width=720, height=1280, priority=5)
+OUTPUT = Output(bucket="b", key="k", bytes=1, sha256="0" * 64, duration_s=4.0)
 
 
 @pytest.fixture
@@ -164,3 +165,92 @@ async def test_list_pages_by_id_in_both_orders(store: JobStore) -> None:
     assert [j.id for j in page] == ids[::-1][:3] and more
     page, more = await store.list_page("acme", after=ids[1], limit=3, order="desc")
     assert [j.id for j in page] == [ids[0]] and not more
+
+
+async def test_claim_respects_the_pools_cap_across_replicas(
+    store: JobStore, redis_client: aredis.Redis
+) -> None:
+    """A pool never runs more than its cap, whichever replica claims; finishing a job
+    frees its place and leaves a wake token for the waiting work."""
+    for _ in range(3):
+        await store.submit("t", SPEC)
+    a = await store.claim("r1", "burst", 30, cap=2)
+    b = await store.claim("r2", "burst", 30, cap=2)
+    assert a is not None and b is not None
+    assert await store.claim("r1", "burst", 30, cap=2) is None
+    assert await redis_client.scard(keys.running("burst")) == 2
+    await redis_client.delete(keys.WAKE)
+    assert await store.fail(a, "x", "y") is Finish.OK
+    assert await redis_client.llen(keys.WAKE) == 1
+    c = await store.claim("r1", "burst", 30, cap=2)
+    assert c is not None and await redis_client.smembers(keys.running("burst")) == {b.id, c.id}
+
+
+async def test_oldest_claim_takes_the_longest_waiting_job(store: JobStore) -> None:
+    """Claiming by age takes the job that has waited longest, whatever its priority."""
+    low = (await store.submit("t", SPEC)).job
+    await store.submit("t", JobSpec(**{**SPEC.__dict__, "priority": 9}))
+    taken = await store.claim("r1", "modal", 30, cap=10, oldest=True)
+    assert taken is not None and taken.id == low.id
+
+
+async def test_submit_past_the_queue_bound_is_refused_and_writes_nothing(
+    redis_client: aredis.Redis,
+) -> None:
+    """At the queue bound a submit raises QueueFull and stores no job; an idempotent
+    replay of an existing job still answers."""
+    store = JobStore(redis_client, retention_s=60, events_maxlen=16, max_attempts=2, max_queued=2)
+    first = await store.submit("t", SPEC, idempotency_key="k")
+    await store.submit("t", SPEC)
+    with pytest.raises(QueueFull) as refused:
+        await store.submit("t", SPEC)
+    assert refused.value.queued == 2
+    assert (await store.submit("t", SPEC, idempotency_key="k")).job.id == first.job.id
+    assert await store.queue_depth() == 2
+    assert len(await redis_client.keys(keys.JOB_PREFIX + "*")) == 2
+
+
+async def test_expire_fails_only_jobs_past_the_wait(store: JobStore) -> None:
+    """Expiring queued jobs fails those that waited long enough with `queue_timeout`."""
+    old = (await store.submit("t", SPEC)).job
+    await asyncio.sleep(0.05)
+    young = (await store.submit("t", SPEC)).job
+    assert await store.expire_queued(waited_ms=40) == [old.id]
+    failed = await store.get(old.id)
+    assert failed is not None and failed.status is Status.FAILED
+    assert failed.error_code == "queue_timeout"
+    assert await store.queue_depth() == 1
+    still = await store.get(young.id)
+    assert still is not None and still.status is Status.QUEUED
+
+
+async def test_released_remote_job_is_adopted_not_requeued(store: JobStore) -> None:
+    """A job whose remote call runs is adopted by the replica that reclaims it: same
+    call, same attempt, a new lease that fences the old holder out."""
+    await store.submit("t", SPEC)
+    job = await store.claim("r1", "modal", 30, cap=10)
+    assert job is not None
+    assert await store.set_call(job, "fc-123")
+    assert await store.release(job)
+    reclaimed = await store.reclaim("r2", 30, adopt_pool="modal")
+    assert reclaimed.requeued == []
+    [adopted] = reclaimed.adopted
+    assert adopted.id == job.id and adopted.call_id == "fc-123"
+    assert adopted.attempt == job.attempt and adopted.lease == job.lease + 1
+    assert not await store.set_call(job, "fc-stale")
+    assert await store.progress(job, "progress", 50) is False
+    assert await store.complete(adopted, OUTPUT) is Finish.OK
+
+
+async def test_expired_job_without_a_call_is_requeued_and_forgets_nothing(
+    store: JobStore,
+) -> None:
+    """A reclaimed job with no remote call goes back in line with its call id cleared."""
+    await store.submit("t", SPEC)
+    job = await store.claim("r1", "modal", lease_s=0.01, cap=10)
+    assert job is not None
+    await asyncio.sleep(0.03)
+    reclaimed = await store.reclaim("r2", 30, adopt_pool="modal")
+    assert reclaimed.requeued == [job.id] and reclaimed.adopted == []
+    again = await store.claim("r2", "inhouse", 30, cap=10)
+    assert again is not None and again.call_id == "" and again.attempt == 2
