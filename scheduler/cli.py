@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--inhouse-slots", type=int, default=2, help="in-house renderer slots (%(default)s)"
     )
+    dev.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the sample, submit N jobs at once and show them spill and drain back",
+    )
     dev.add_argument("--no-demo", dest="demo", action="store_false", help="skip the sample")
     dev.add_argument("--once", action="store_true", help="exit after the sample render")
     dev.add_argument("--prompt", default="a paper boat drifting down a rainy street")
@@ -109,6 +116,7 @@ def _dev(args: argparse.Namespace) -> int:
     options = DevOptions(
         port=args.port,
         inhouse_slots=args.inhouse_slots,
+        burst=args.burst,
         demo=args.demo,
         once=args.once,
         prompt=args.prompt,

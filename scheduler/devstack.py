@@ -1,8 +1,9 @@
 """`spillway dev`: the whole system on loopback, with real servers.
 
 Starts a `redis-server` (unless REDIS_URL names one), an S3-compatible server (moto)
-with its bucket, one in-house renderer process, the scheduler and the REST gateway;
-then renders a sample video through the REST API and serves until Ctrl-C.
+with its bucket, one in-house renderer process, the scheduler with the local burst pool
+as its second fleet, and the REST gateway; then renders a sample video through the REST
+API (and with `--burst N`, a burst that spills) and serves until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.embedded import EmbeddedServer
+from scheduler.burst_demo import run_burst
 from scheduler.config import SchedulerConfig
 from scheduler.rest_client import RestClient, watch_with_bar
 from scheduler.server import SchedulerServer
@@ -42,6 +44,27 @@ _LOCAL_AWS = {
 }
 
 
+# Spillover settings scaled to a laptop and 4-second renders, so that a burst spills
+# within seconds and the burst pool is back at zero soon after. Any of them set in the
+# environment wins.
+DEV_SPILL_DEFAULTS = {
+    "SPILLWAY_SPILL_POOL": "burst",
+    "SPILLWAY_HIGH_WATERMARK": "4",
+    "SPILLWAY_LOW_WATERMARK": "1",
+    "SPILLWAY_ENTER_DWELL_S": "0.5",
+    "SPILLWAY_EXIT_DWELL_S": "3",
+    "SPILLWAY_MIN_MODE_S": "2",
+    "SPILLWAY_SPILL_MAX_CONTAINERS": "3",
+    "SPILLWAY_SPILL_BUFFER_CONTAINERS": "0",
+    "SPILLWAY_SPILL_SCALEDOWN_S": "5",
+    "SPILLWAY_BURST_COLD_START_S": "1.5",
+    "SPILLWAY_EST_INHOUSE_RENDER_S": "2",
+    "SPILLWAY_EST_SPILL_RENDER_S": "2",
+    "SPILLWAY_EST_COLD_START_S": "1.5",
+    "SPILLWAY_AUTOSCALE_INTERVAL_S": "2",
+}
+
+
 class StackError(RuntimeError):
     """The local stack could not start; the message says what to do."""
 
@@ -50,6 +73,7 @@ class StackError(RuntimeError):
 class DevOptions:
     port: int
     inhouse_slots: int
+    burst: int
     demo: bool
     once: bool
     prompt: str
@@ -210,6 +234,7 @@ async def run(options: DevOptions) -> int:
             say(f"renderer   127.0.0.1:{renderer_port} ({options.inhouse_slots} slots, CPU)")
             config = SchedulerConfig.from_env(
                 {
+                    **DEV_SPILL_DEFAULTS,
                     **os.environ,
                     "REDIS_URL": redis_url,
                     "SPILLWAY_SCHEDULER_LISTEN": "127.0.0.1:0",
@@ -225,13 +250,22 @@ async def run(options: DevOptions) -> int:
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
             say(f"scheduler  {scheduler.address} (gRPC: Scheduler, health, reflection)")
+            policy = config.policy
+            say(
+                f"spillover  second fleet: {config.spill.kind.value} (up to "
+                f"{policy.max_containers} x {policy.concurrency}); spills at "
+                f"{policy.high_watermark} queued, returns at {policy.low_watermark}"
+            )
             base = await stack.enter_async_context(gateway(scheduler.address, options.port))
             say(f"gateway    {base}/v1   (OpenAPI: {base}/openapi.json)")
             say(f"ready in {time.monotonic() - started:.1f} s\n")
             say(f"  export OPENAI_BASE_URL={base}/v1 SPILLWAY_BASE_URL={base}/v1")
-            say(f"  export OPENAI_API_KEY={api_key} SPILLWAY_API_KEY={api_key}\n")
-            if options.demo:
-                demo = asyncio.create_task(_demo(f"{base}/v1", api_key, options, say))
+            say(f"  export OPENAI_API_KEY={api_key} SPILLWAY_API_KEY={api_key}")
+            say(f"  export SPILLWAY_SCHEDULER_ADDR={scheduler.address}   # spillway spillover\n")
+            if options.demo or options.burst:
+                demo = asyncio.create_task(
+                    _demo(f"{base}/v1", scheduler.address, api_key, options, say)
+                )
                 stopped = asyncio.create_task(stop.wait())
                 await asyncio.wait({demo, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 stopped.cancel()
@@ -249,6 +283,28 @@ async def run(options: DevOptions) -> int:
 
 
 async def _demo(
+    base_url: str,
+    scheduler_address: str,
+    api_key: str,
+    options: DevOptions,
+    say: Callable[[str], None],
+) -> int:
+    if options.demo and (status := await _sample(base_url, api_key, options, say)):
+        return status
+    if options.burst:
+        return await run_burst(
+            base_url,
+            scheduler_address,
+            api_key,
+            jobs=options.burst,
+            seconds=options.seconds,
+            size=options.size,
+            say=say,
+        )
+    return 0
+
+
+async def _sample(
     base_url: str, api_key: str, options: DevOptions, say: Callable[[str], None]
 ) -> int:
     started = time.monotonic()
