@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import sys
@@ -12,12 +13,15 @@ from collections import Counter
 
 import av
 import grpc
+import httpx
+import pytest
 import redis.asyncio as aredis
+from google.rpc import error_details_pb2, status_pb2
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
 from scheduler import keys
-from tests.conftest import AUTH, S3Server, Stack, assert_eventually, free_port
+from tests.conftest import API_KEY, AUTH, S3Server, Stack, assert_eventually, free_port
 
 # Small watermarks and short dwells so that a burst of 20 spills within seconds; the
 # burst containers boot in 0.3 s and scale down after 1 s idle.
@@ -157,3 +161,79 @@ async def test_killed_replica_loses_and_duplicates_nothing(
     reclaimed = await client.xrange(keys.events(ids[0]))
     assert reclaimed  # the event stream survived the replica
     await client.aclose()
+
+
+async def test_full_queue_refuses_with_retry_info_over_grpc_and_429_over_rest(
+    stack: Stack,
+) -> None:
+    """Past the queue bound a submit is refused, never dropped: gRPC RESOURCE_EXHAUSTED
+    with reason queue_full and a RetryInfo, HTTP 429 in the OpenAI error shape with
+    Retry-After; the jobs already queued are untouched."""
+    await stack.start_renderer(slots=1)
+    scheduler = await stack.start_scheduler(SPILLWAY_MAX_QUEUED="2")
+    # A stopped dispatcher keeps the jobs in line, so the bound is reached for sure.
+    await scheduler.dispatcher.stop()
+    base = await stack.start_gateway(scheduler)
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        queued = await submit_burst(stub, 2)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitRender(pb.SubmitRenderRequest(**REQUEST), metadata=AUTH)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = status_pb2.Status.FromString(
+            dict(refused.value.trailing_metadata() or ())["grpc-status-details-bin"]
+        )
+        infos = {d.type_url.rsplit(".", 1)[-1]: d for d in status.details}
+        info = error_details_pb2.ErrorInfo()
+        infos["ErrorInfo"].Unpack(info)
+        retry = error_details_pb2.RetryInfo()
+        infos["RetryInfo"].Unpack(retry)
+        assert info.reason == "queue_full" and retry.retry_delay.seconds >= 1
+        for job_id in queued:
+            job = (await stub.GetJob(pb.GetJobRequest(id=job_id), metadata=AUTH)).job
+            assert job.status == pb.JOB_STATUS_QUEUED
+
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post(
+            "/v1/videos",
+            json={"prompt": "one too many", "seconds": "4"},
+            headers={"authorization": f"Bearer {API_KEY}"},
+        )
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"]["code"] == "queue_full"
+
+
+async def test_spillover_cli_reports_mode_and_pools_as_json(stack: Stack) -> None:
+    """`spillway spillover --json` prints the mode and, per pool, its in-flight and
+    dispatched counts."""
+    await stack.start_renderer(slots=2)
+    scheduler = await stack.start_scheduler(**SPILL_ENV)
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        await final_jobs(stub, await submit_burst(stub, 1))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scheduler",
+        "spillover",
+        "--json",
+        "--addr",
+        scheduler.address,
+        "--api-key",
+        API_KEY,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    status = json.loads(out)
+    assert status["mode"] == "normal"
+    assert status["pools"]["inhouse"]["dispatched"] == 1
+    assert status["pools"]["inhouse"]["inflight"] == 0
+    assert status["pools"]["burst"] == {
+        "inflight": 0,
+        "cap": 3,
+        "dispatched": 0,
+        "containers": 0,
+        "ready_slots": 0,
+    }
