@@ -16,7 +16,8 @@ spawn   ResourceExhaustedError (Modal is full)         retryable, not charged (h
 spawn   AuthError, PermissionDeniedError,              retryable, not charged, and
         NotFoundError (app not deployed),              `available` is False for
         ConnectionError, ServiceError, InternalError,  `unavailable_backoff_s`, so the
-        TimeoutError (the client's retries spent)      policy stops spilling
+        TimeoutError (the client's retries spent)      policy stops spilling (so do these
+                                                       from `stats`, `set_autoscaler`)
 spawn   any other modal.exception.Error                retryable, charged
 wait    the renderer's InvalidRenderRequest            NOT retryable, the renderer's message
 wait    the renderer's RendererBusy                    retryable, not charged
@@ -206,6 +207,9 @@ class ModalPoolConfig:
     get_retry_min_s: float = 0.5
     get_retry_max_s: float = 30.0
     """Backoff bounds between waits after a transport error, doubling from the first."""
+    get_grace_s: float = 10.0
+    """How long past its window one wait may hang (the SDK's connection attempts do not
+    heed the window) before it is abandoned and the same call waited on again."""
 
     def __post_init__(self) -> None:
         for name in ("app_name", "class_name"):
@@ -220,6 +224,7 @@ class ModalPoolConfig:
             "expected_render_s",
             "get_retry_min_s",
             "get_retry_max_s",
+            "get_grace_s",
         ):
             value = getattr(self, name)
             if not value > 0:
@@ -324,7 +329,7 @@ class ModalPool(Pool):
             call = await self._spawn_once(job)
             call_id = call.object_id
             if not await hooks.remote_call(call_id):
-                await self._cancel_call(call, call_id, "its job moved on before it was recorded")
+                self._cancel_soon(call, call_id, "its job moved on before it was recorded")
                 raise Superseded(job.id)
             log.info("job %s: spawned Modal call %s", job.id, call_id, extra=_fields(job))
         payload = await self._wait(call, call_id, job, hooks)
@@ -342,8 +347,12 @@ class ModalPool(Pool):
         await self._cancel_call(call, call_id, f"job {job.id} was cancelled")
 
     async def set_autoscaler(self, settings: Autoscale) -> None:
-        """Applies the settings; a failure is logged, for the reconcile loop that calls
-        this again (a `modal deploy` resets them anyway)."""
+        """Applies the settings. A failure is logged, not raised: the reconcile loop that
+        calls this applies them again (a `modal deploy` resets them anyway)."""
+        if settings.max_containers < 1:
+            # Modal reads max_containers=0 as "no limit": never send it.
+            log.error("refusing Modal autoscaler settings without a cap: %s", settings)
+            return
         try:
             await self._renderer().update_autoscaler.aio(
                 min_containers=settings.min_containers,
@@ -351,9 +360,14 @@ class ModalPool(Pool):
                 buffer_containers=settings.buffer_containers,
                 scaledown_window=settings.scaledown_window_s,
             )
-        except self._errors.sdk as exc:
+        except Exception as exc:
             self._note_unreachable(exc)
-            log.warning("Modal autoscaler update to %s failed: %r", settings, exc)
+            log.warning(
+                "Modal autoscaler update to %s failed: %r",
+                settings,
+                exc,
+                exc_info=not isinstance(exc, self._errors.sdk),
+            )
 
     async def stats(self) -> PoolStats:
         """The last known figures, at once: never a network call on the caller's path.
@@ -373,9 +387,14 @@ class ModalPool(Pool):
                 containers=current.num_total_runners,
                 ready_slots=current.num_total_runners * self._config.concurrency,
             )
-        except self._errors.sdk as exc:
+        except Exception as exc:
             self._note_unreachable(exc)
-            log.warning("Modal stats failed, keeping the last known %s: %r", cache.value, exc)
+            log.warning(
+                "Modal stats failed, keeping the last known %s: %r",
+                cache.value,
+                exc,
+                exc_info=not isinstance(exc, self._errors.sdk),
+            )
         finally:
             cache.at = self._clock()
             cache.refreshing = None
@@ -431,7 +450,6 @@ class ModalPool(Pool):
             ) from exc
         except errors.unreachable as exc:
             self._note_unreachable(exc)
-            self._obj = None  # looked up afresh next time (after a deploy, say)
             raise RenderError(
                 f"Modal is unavailable ({_describe(exc)}); not spilling to it for "
                 f"{self._config.unavailable_backoff_s:g} s",
@@ -445,10 +463,12 @@ class ModalPool(Pool):
         if spawning.cancelled() or spawning.exception() is not None:
             return
         call = spawning.result()
-        cancelling = self._cancel_call(
-            call, call.object_id, "it was spawned for a cancelled render"
-        )
-        self._hold(asyncio.ensure_future(cancelling))
+        self._cancel_soon(call, call.object_id, "it was spawned for a cancelled render")
+
+    def _cancel_soon(self, call: FunctionCallHandle, call_id: str, why: str) -> None:
+        """Cancels the call in the background: a cancel that cannot reach Modal may take
+        a minute to fail, and the render's outcome does not depend on it."""
+        self._hold(asyncio.ensure_future(self._cancel_call(call, call_id, why)))
 
     async def _cancel_call(self, call: FunctionCallHandle, call_id: str, why: str) -> None:
         try:
@@ -462,8 +482,10 @@ class ModalPool(Pool):
     async def _wait(
         self, call: FunctionCallHandle, call_id: str, job: Job, hooks: RenderHooks
     ) -> Any:
-        """The call's result, waiting at most `render_timeout_s`; transport trouble means
-        waiting longer on the same call, never spawning another."""
+        """The call's result, waiting at most `render_timeout_s` (give or take
+        `get_grace_s`); transport trouble means waiting longer on the same call, never
+        spawning another. Each `poll_interval_s` it reports progress, estimated from the
+        time spent over `expected_render_s` and capped at 90."""
         config = self._config
         started = self._clock()
         deadline = started + config.render_timeout_s
@@ -472,7 +494,8 @@ class ModalPool(Pool):
             window = min(config.poll_interval_s, remaining)
             asked_at = self._clock()
             try:
-                return await call.get.aio(timeout=window)
+                async with asyncio.timeout(window + config.get_grace_s):
+                    return await call.get.aio(timeout=window)
             except TimeoutError:
                 # The SDK's get raises the builtin TimeoutError once its window has
                 # passed with no result: the call is still running. One that comes
@@ -499,10 +522,10 @@ class ModalPool(Pool):
             percent = min(90, int(100 * (self._clock() - started) / config.expected_render_s))
             if not await hooks.progress(percent):
                 raise Superseded(job.id)
-        await self._cancel_call(call, call_id, f"no result within {config.render_timeout_s:g} s")
+        self._cancel_soon(call, call_id, f"no result within {config.render_timeout_s:g} s")
         raise RenderError(
             f"Modal call {call_id} did not finish within {config.render_timeout_s:g} s; "
-            "cancelled it",
+            "cancelling it",
             retryable=True,
         )
 
@@ -537,6 +560,7 @@ class ModalPool(Pool):
     def _note_unreachable(self, exc: BaseException) -> None:
         if isinstance(exc, self._errors.unreachable):
             self._unavailable_until = self._clock() + self._config.unavailable_backoff_s
+            self._obj = None  # looked up afresh next time (after a deploy, say)
             log.warning("Modal unavailable for %g s: %r", self._config.unavailable_backoff_s, exc)
 
     def _hold(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
