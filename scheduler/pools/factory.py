@@ -10,7 +10,33 @@ from scheduler.spill_config import SpillKind
 
 
 def build_spill_pool(cfg: SchedulerConfig, tmp_dir: Path | None) -> Pool | None:
-    kind = cfg.spill.kind
-    if kind is SpillKind.NONE:
-        return None
-    raise NotImplementedError(kind)
+    policy, spill = cfg.policy, cfg.spill
+    if spill.kind is SpillKind.MODAL:
+        from scheduler.pools.modal import ModalPool, ModalPoolConfig
+
+        return ModalPool(
+            ModalPoolConfig(
+                app_name=spill.modal_app,
+                class_name=spill.modal_class,
+                concurrency=policy.concurrency,
+                render_timeout_s=cfg.render_timeout_s,
+                tmp_dir=tmp_dir,
+                expected_render_s=policy.modal_render_ms / 1000,
+            )
+        )
+    if spill.kind is SpillKind.BURST:
+        from scheduler.pools.burst import BurstConfig, BurstPool
+
+        return BurstPool(
+            BurstConfig(
+                max_containers=policy.max_containers,
+                concurrency=policy.concurrency,
+                cold_start_s=spill.burst_cold_start_s,
+                scaledown_window_s=policy.scaledown_window_s,
+                buffer_containers=policy.buffer_containers,
+                fps=spill.burst_fps,
+                render_timeout_s=cfg.render_timeout_s,
+                tmp_dir=tmp_dir,
+            )
+        )
+    return None
