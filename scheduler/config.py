@@ -6,6 +6,7 @@ message naming the variable and the value.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -198,6 +199,8 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
 def float_at_least(low: float) -> Callable[[str], float]:
     def cast(raw: str) -> float:
         value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if not value >= low:
             raise ValueError(f"must be at least {low}")
         return value

@@ -128,14 +128,12 @@ def policy_from_env(env: Mapping[str, str]) -> PolicyConfig:
             modal_render_ms=ms(EST_SPILL_RENDER_S, "60"),
             cold_start_ms=ms(EST_COLD_START_S, "30"),
         )
+    except ConfigError:
+        raise
     except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        # The one rule that spans two variables.
-        raise ConfigError(
-            f"{LOW_WATERMARK}={env.get(LOW_WATERMARK, '2')!r}, "
-            f"{HIGH_WATERMARK}={env.get(HIGH_WATERMARK, '8')!r}: {exc}"
-        ) from None
+        # Rules that span variables (low below high watermark); the message names the
+        # fields, which are the variables' names without the prefix.
+        raise ConfigError(f"spillover policy: {exc}") from None
 
 
 def _nonempty(raw: str) -> str:

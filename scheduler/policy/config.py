@@ -4,6 +4,7 @@ in any error."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -83,10 +84,19 @@ class PolicyConfig:
             "modal_render_ms",
             "cold_start_ms",
         ):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.queue_timeout_ms < 1 or self.rate_window_ms < 1:
-            problems.append("queue_timeout_ms and rate_window_ms must be positive")
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                problems.append(f"{name} must be a finite number, got {value}")
+            elif value < 0:
+                problems.append(f"{name} must not be negative, got {value}")
+        for name in ("queue_timeout_ms", "rate_window_ms"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        for window in self.prewarm_windows:
+            if not (0 <= window.start_s < 86_400 and 0 <= window.end_s <= 86_400):
+                problems.append(f"prewarm_windows: seconds of day out of range in {window}")
+            if window.containers < 0:
+                problems.append(f"prewarm_windows: containers must not be negative in {window}")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -3,7 +3,8 @@
 Pure and deterministic: no I/O, no clock, no randomness, so the dispatcher and a
 simulator run the very same code. A decision is composed of small named steps:
 
-1. `_hysteresis`: NORMAL -> SPILL once the queue has stayed at or above the high
+1. `_hysteresis`, on the in-house queue (queued jobs that free in-house slots will not
+   take at once): NORMAL -> SPILL once it has stayed at or above the high
    watermark for `enter_dwell_ms`; SPILL -> NORMAL once it has stayed at or below the
    low watermark for `exit_dwell_ms`; never two changes within `min_mode_ms`. A break
    in the condition restarts its dwell.
@@ -27,8 +28,9 @@ simulator run the very same code. A decision is composed of small named steps:
    - HOLD: the rest wait in the control-plane queue, with the reason that stopped them.
 4. `_autoscale`: Modal's `min_containers` is the largest of the scheduled pre-warm
    window now open and reactive pre-warm, limited to what the budget left pays to keep
-   idle for one scaledown window. Drain-back needs no rule of its own: back in NORMAL
-   mode nothing spills, pre-warm lapses, and Modal scales to zero by itself.
+   idle until the pre-warm ends plus one scaledown window; `buffer_containers` to what
+   it pays to keep idle for one scaledown window. Drain-back needs no rule of its own:
+   back in NORMAL mode nothing spills, pre-warm lapses, and Modal scales to zero.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from scheduler.policy.config import PolicyConfig
+from scheduler.policy.config import PolicyConfig, PrewarmWindow
 from scheduler.policy.model import (
     Autoscale,
     Decision,
@@ -79,18 +81,20 @@ def retry_after_s(signal: Signal, config: PolicyConfig) -> int:
 def _hysteresis(
     state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
 ) -> tuple[PolicyState, Transition | None]:
+    # The in-house queue: jobs that free slots will not take at once.
+    waiting = max(0, signal.queued - max(0, signal.inhouse_slots - signal.inhouse_busy))
     if state.mode is Mode.NORMAL:
-        leaving = signal.queued >= config.high_watermark
+        leaving = waiting >= config.high_watermark
         dwell_ms, new, reason = config.enter_dwell_ms, Mode.SPILL, Reason.DEPTH_ABOVE_HIGH
     else:
-        leaving = signal.queued <= config.low_watermark
+        leaving = waiting <= config.low_watermark
         dwell_ms, new, reason = config.exit_dwell_ms, Mode.NORMAL, Reason.DEPTH_BELOW_LOW
     if not leaving:
         return replace(state, pending_since_ms=None), None
     since = now_ms if state.pending_since_ms is None else state.pending_since_ms
     if now_ms - since >= dwell_ms and _may_change(state, config, now_ms):
         changed = replace(state, mode=new, mode_since_ms=now_ms, pending_since_ms=None)
-        return changed, Transition(now_ms, state.mode, new, reason, signal.queued)
+        return changed, Transition(now_ms, state.mode, new, reason, waiting)
     return replace(state, pending_since_ms=since), None
 
 
@@ -207,17 +211,38 @@ def _autoscale(
     state: PolicyState, config: PolicyConfig, now_ms: int, budget_left: float
 ) -> Autoscale:
     second = (now_ms // 1000) % _DAY_S
-    scheduled = max((w.containers for w in config.prewarm_windows if w.covers(second)), default=0)
+    open_windows = [w for w in config.prewarm_windows if w.covers(second)]
+    scheduled = max((w.containers for w in open_windows), default=0)
     reactive = config.prewarm_containers if now_ms < state.prewarm_until_ms else 0
     wanted = min(max(scheduled, reactive), config.max_containers)
-    idle_usd = config.scaledown_window_s * config.gpu_usd_per_s
-    affordable = int(budget_left // idle_usd) if idle_usd > 0 else wanted
+    # A warm container bills while it idles: until the pre-warm ends, then through its
+    # scaledown window. Keep only as many as the budget left pays for that long.
+    warm_s = max(
+        [_seconds_left(w, second) for w in open_windows]
+        + [max(0, state.prewarm_until_ms - now_ms) // 1000]
+    )
+    affordable = _affordable(budget_left, warm_s + config.scaledown_window_s, config)
+    buffer = min(config.buffer_containers, config.max_containers)
     return Autoscale(
         min_containers=max(0, min(wanted, affordable)),
-        buffer_containers=config.buffer_containers if budget_left > 0 else 0,
+        buffer_containers=min(buffer, _affordable(budget_left, config.scaledown_window_s, config)),
         max_containers=config.max_containers,
         scaledown_window_s=config.scaledown_window_s,
     )
+
+
+def _affordable(budget_left: float, idle_s: int, config: PolicyConfig) -> int:
+    """Containers the budget left pays to keep idle for `idle_s` (at least one second)."""
+    cost = max(1, idle_s) * config.gpu_usd_per_s
+    if budget_left <= 0:
+        return 0
+    if cost <= 0:
+        return config.max_containers
+    return max(0, min(config.max_containers, int(budget_left // cost)))
+
+
+def _seconds_left(window: PrewarmWindow, second: int) -> int:
+    return (window.end_s - second) % _DAY_S
 
 
 def _recheck_at(
