@@ -74,6 +74,7 @@ async def start_renderer_server(
     container_id: str | None = None,
     work_dir: Path | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    started_at: float | None = None,
 ) -> RendererServer:
     """Start a renderer on `host:port` (port 0 picks a free one) and return once it
     serves.
@@ -81,6 +82,10 @@ async def start_renderer_server(
     `engine` and `decoder` default to the CPU stand-ins; one instance of each serves
     every render, from `slots` threads at once. Renders are written to `work_dir`
     (default: the system temp dir) and deleted once streamed.
+
+    `started_at` is when this renderer began to boot, on the `time.monotonic()` clock
+    (default: now): the first render reports a cold start with the boot seconds from
+    then until this function returns.
     """
     if slots < 1:
         raise ValueError(f"slots must be at least 1, got {slots}")
@@ -99,6 +104,7 @@ async def start_renderer_server(
         container_id=container_id or f"{socket.gethostname()}-{os.getpid()}",
         work_dir=work_dir or Path(tempfile.gettempdir()),
         chunk_bytes=chunk_bytes,
+        started_at=started_at,
     )
     # Without this, a second server could bind the same port and steal half the calls.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])

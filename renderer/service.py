@@ -50,7 +50,10 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
         container_id: str,
         work_dir: Path,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        started_at: float | None = None,
     ) -> None:
+        """`started_at`: when this renderer began to boot, on the `time.monotonic()`
+        clock (default: now); the first render reports boot time from then to ready."""
         self._engine = engine
         self._decoder = decoder
         self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="render")
@@ -60,7 +63,7 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
         self._container_id = container_id
         self._work_dir = work_dir
         self._chunk_bytes = chunk_bytes
-        self._created_at = time.monotonic()
+        self._created_at = time.monotonic() if started_at is None else started_at
         self._ready_at: float | None = None
         self._served_first = False
         self._busy = 0

@@ -250,7 +250,9 @@ class Dispatcher:
         except Superseded:
             log.info("job %s was cancelled or taken over; dropped its render", job.id)
         except RenderError as exc:
-            await self._retry_or_fail(job, "render_failed", str(exc), exc.retryable)
+            await self._retry_or_fail(
+                job, "render_failed", str(exc), exc.retryable, charge=exc.charge_attempt
+            )
         except StorageError as exc:
             await self._retry_or_fail(job, "upload_failed", str(exc), retryable=True)
         except asyncio.CancelledError:

@@ -52,13 +52,6 @@ class InhousePool(Pool):
         self._tmp_dir = tmp_dir or Path(tempfile.gettempdir())
         self._freed = asyncio.Event()
 
-    def capacity(self) -> tuple[int, int]:
-        """(busy, total) slots across the endpoints."""
-        return (
-            sum(e.busy for e in self._endpoints),
-            sum(e.slots for e in self._endpoints),
-        )
-
     async def stats(self) -> PoolStats:
         """Every endpoint counts as an up container; all its slots are ready."""
         return PoolStats(
