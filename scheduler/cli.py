@@ -61,11 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--burst",
         type=int,
-        default=0,
+        default=12,
         metavar="N",
-        help="after the sample, submit N jobs at once and show them spill and drain back",
+        help="after the sample, submit N jobs at once and show them spill and drain back "
+        "(%(default)s; 0 skips it)",
     )
-    dev.add_argument("--no-demo", dest="demo", action="store_false", help="skip the sample")
+    dev.add_argument(
+        "--no-demo", dest="demo", action="store_false", help="skip the sample and the burst"
+    )
     dev.add_argument("--once", action="store_true", help="exit after the sample render")
     dev.add_argument("--prompt", default="a paper boat drifting down a rainy street")
     dev.add_argument("--seconds", type=int, choices=SECONDS, default=4)
@@ -116,7 +119,7 @@ def _dev(args: argparse.Namespace) -> int:
     options = DevOptions(
         port=args.port,
         inhouse_slots=args.inhouse_slots,
-        burst=args.burst,
+        burst=args.burst if args.demo else 0,
         demo=args.demo,
         once=args.once,
         prompt=args.prompt,

@@ -262,7 +262,7 @@ async def run(options: DevOptions) -> int:
             say(f"  export OPENAI_BASE_URL={base}/v1 SPILLWAY_BASE_URL={base}/v1")
             say(f"  export OPENAI_API_KEY={api_key} SPILLWAY_API_KEY={api_key}")
             say(f"  export SPILLWAY_SCHEDULER_ADDR={scheduler.address}   # spillway spillover\n")
-            if options.demo or options.burst:
+            if options.demo:
                 demo = asyncio.create_task(
                     _demo(f"{base}/v1", scheduler.address, api_key, options, say)
                 )
@@ -289,7 +289,7 @@ async def _demo(
     options: DevOptions,
     say: Callable[[str], None],
 ) -> int:
-    if options.demo and (status := await _sample(base_url, api_key, options, say)):
+    if status := await _sample(base_url, api_key, options, say):
         return status
     if options.burst:
         return await run_burst(

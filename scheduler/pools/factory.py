@@ -37,6 +37,7 @@ def build_spill_pool(cfg: SchedulerConfig, tmp_dir: Path | None) -> Pool | None:
                 fps=spill.burst_fps,
                 render_timeout_s=cfg.render_timeout_s,
                 tmp_dir=tmp_dir,
+                log_path=tmp_dir / "burst-containers.log" if tmp_dir else None,
             )
         )
     return None
