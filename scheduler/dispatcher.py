@@ -276,12 +276,15 @@ class Dispatcher:
     async def _upkeep(self) -> None:
         period = self._config.lease_s / 3
         spill = self._spill
-        adopt = spill.name if spill is not None and spill.resumable else ""
+        resumable = spill.name if spill is not None and spill.resumable else ""
         while True:
             try:
                 await self._store.renew(list(self._running), self._config.lease_s)
+                # A replica on its way out adopts nothing: it would only hand it back.
                 reclaimed = await self._store.reclaim(
-                    self._config.replica_id, self._config.lease_s, adopt_pool=adopt
+                    self._config.replica_id,
+                    self._config.lease_s,
+                    adopt_pool="" if self._stopping else resumable,
                 )
                 if reclaimed.requeued:
                     log.warning(

@@ -271,13 +271,16 @@ async def test_a_cancel_during_the_spawn_cancels_the_unrecorded_call(
 
 async def test_modal_full_holds_the_job_without_charging(fake: FakeModal, tmp_path: Path) -> None:
     """ResourceExhaustedError at spawn means Modal is full: retry later, uncharged, and
-    the pool stays available."""
+    the pool says it is unavailable for the short full backoff only."""
     fake.fail_spawns(modal.exception.ResourceExhaustedError("pending input limit"))
-    pool = make_pool(fake, tmp_path)
+    clock = Clock()
+    pool = make_pool(fake, tmp_path, clock, full_backoff_s=5.0)
 
     error = await render_error(pool, make_job(), Hooks(fake))
 
-    assert (error.retryable, error.charge_attempt, pool.available) == (True, False, True)
+    assert (error.retryable, error.charge_attempt, pool.available) == (True, False, False)
+    clock.now += 5.0
+    assert pool.available
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ charged; no failure on the result side ever spawns a second call for the same at
 
 where   the SDK reports                                outcome
 ------  ---------------------------------------------  ------------------------------------
-spawn   ResourceExhaustedError (Modal is full)         retryable, not charged (hold)
+spawn   ResourceExhaustedError (Modal is full)         retryable, not charged (hold);
+                                                       unavailable for `full_backoff_s`
 spawn   AuthError, PermissionDeniedError,              retryable, not charged, and
         NotFoundError (app not deployed),              `available` is False for
         ConnectionError, ServiceError, InternalError,  `unavailable_backoff_s`, so the
@@ -198,6 +199,8 @@ class ModalPoolConfig:
     unavailable_backoff_s: float = 30.0
     """How long the pool reports itself unavailable after Modal reported an auth,
     not-found or connection problem."""
+    full_backoff_s: float = 5.0
+    """How long the pool reports itself unavailable after Modal said it is full."""
     stats_ttl_s: float = 5.0
     """How long `stats` answers from its cache before asking Modal again."""
     poll_interval_s: float = 15.0
@@ -220,6 +223,7 @@ class ModalPoolConfig:
         for name in (
             "render_timeout_s",
             "unavailable_backoff_s",
+            "full_backoff_s",
             "poll_interval_s",
             "expected_render_s",
             "get_retry_min_s",
@@ -443,6 +447,10 @@ class ModalPool(Pool):
         try:
             return await self._renderer().render.spawn.aio(request)
         except errors.full as exc:
+            # Without a pause the policy would spill straight back into a full Modal.
+            self._unavailable_until = max(
+                self._unavailable_until, self._clock() + self._config.full_backoff_s
+            )
             raise RenderError(
                 f"Modal is full ({_describe(exc)}); the job waits for room",
                 retryable=True,
