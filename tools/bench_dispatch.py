@@ -4,9 +4,11 @@
 
 Starts its own redis-server on a free port. One task submits jobs one at a time (the
 submit script: job hash, queue entry, event, wake token); another blocks on the wake
-token and claims them (the claim script: pop, lease, status, event), as the dispatcher
-does. The baseline is the least a Redis queue can do: LPUSH, and BLPOP on the other side.
-Latency is from just before the submit call to just after the claim returns.
+token and claims them (the claim script: pop, lease, status, event). The third path is
+what the dispatcher does: each wake-up first reads the spillover signal and decides
+(one pipelined round trip plus the pure policy), then claims what the plan sends
+in-house. The baseline is the least a Redis queue can do: LPUSH, and BLPOP on the other
+side. Latency is from just before the submit call to just after the claim returns.
 """
 
 from __future__ import annotations
@@ -22,24 +24,44 @@ import time
 import redis.asyncio as redis
 
 from scheduler.jobs import JobSpec
+from scheduler.policy import PolicyConfig, Target
+from scheduler.spillover import Spillover
 from scheduler.store import JobStore
 
 SPEC = JobSpec(prompt="bench", model="m", seconds=4, width=720, height=1280, priority=5)
 
 
 async def spillway(client: redis.Redis, jobs: int) -> list[float]:
-    store = JobStore(client, retention_s=3600, events_maxlen=64, max_attempts=3)
+    return await _spillway(client, jobs, decide=False)
+
+
+async def spillway_with_policy(client: redis.Redis, jobs: int) -> list[float]:
+    return await _spillway(client, jobs, decide=True)
+
+
+async def _spillway(client: redis.Redis, jobs: int, *, decide: bool) -> list[float]:
+    store = JobStore(client, retention_s=3600, events_maxlen=64, max_attempts=3, max_queued=10**6)
+    spillover = Spillover(
+        client, PolicyConfig(), inhouse_pool="inhouse", inhouse_slots=10**6, spill_pool=None
+    )
     sent: dict[str, float] = {}
     latencies: list[float] = []
     done = asyncio.Event()
 
     async def dispatcher() -> None:
         while len(latencies) < jobs:
-            job = await store.claim("bench", "inhouse", 30)
-            if job is None:
+            wanted = 1
+            if decide:
+                wanted = (await spillover.decide(None, False)).count(Target.INHOUSE)
+            claimed = 0
+            for _ in range(wanted):
+                job = await store.claim("bench", "inhouse", 30, cap=10**6)
+                if job is None:
+                    break
+                latencies.append(time.perf_counter() - sent[job.id])
+                claimed += 1
+            if not claimed:
                 await store.wait_for_work(5)
-                continue
-            latencies.append(time.perf_counter() - sent[job.id])
         done.set()
 
     task = asyncio.create_task(dispatcher())
@@ -83,7 +105,11 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
 async def main(jobs: int, port: int) -> None:
     client = redis.Redis(port=port, decode_responses=True)
     results = {}
-    for name, run in (("redis LPUSH/BLPOP", baseline), ("spillway submit->claim", spillway)):
+    for name, run in (
+        ("redis LPUSH/BLPOP", baseline),
+        ("spillway submit->claim", spillway),
+        ("+ spillover decision", spillway_with_policy),
+    ):
         await client.flushall()
         await run(client, 200)  # warm-up: script cache, connections
         await client.flushall()
