@@ -42,6 +42,31 @@ class RenderError(Exception):
         self.charge_attempt = charge_attempt
 
 
+class RenderMetadata(Protocol):
+    """The metadata a renderer reports, over gRPC or from Modal: both use these names."""
+
+    @property
+    def container_id(self) -> str: ...
+    @property
+    def cold_start(self) -> bool: ...
+    @property
+    def boot_seconds(self) -> float: ...
+    @property
+    def restore_seconds(self) -> float: ...
+    @property
+    def render_seconds(self) -> float: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def duration_seconds(self) -> float: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def engine(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class RenderInfo:
     """What the renderer reported about one render."""
@@ -56,6 +81,21 @@ class RenderInfo:
     duration_s: float
     frames: int
     engine: str
+
+    @classmethod
+    def from_metadata(cls, meta: RenderMetadata) -> RenderInfo:
+        return cls(
+            container_id=meta.container_id,
+            cold_start=meta.cold_start,
+            boot_s=meta.boot_seconds,
+            restore_s=meta.restore_seconds,
+            render_s=meta.render_seconds,
+            bytes=meta.bytes,
+            sha256=meta.sha256,
+            duration_s=meta.duration_seconds,
+            frames=meta.frames,
+            engine=meta.engine,
+        )
 
 
 @dataclass(frozen=True)

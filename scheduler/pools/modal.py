@@ -602,18 +602,7 @@ def _write_verified(payload: Any, path: Path, call_id: str) -> RenderInfo:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return RenderInfo(
-        container_id=meta.container_id,
-        cold_start=meta.cold_start,
-        boot_s=meta.boot_seconds,
-        restore_s=meta.restore_seconds,
-        render_s=meta.render_seconds,
-        bytes=meta.bytes,
-        sha256=meta.sha256,
-        duration_s=meta.duration_seconds,
-        frames=meta.frames,
-        engine=meta.engine,
-    )
+    return RenderInfo.from_metadata(meta)
 
 
 def _discard_written(path: Path, writing: asyncio.Future[RenderInfo]) -> None:

@@ -122,18 +122,7 @@ async def _stream(
             f"expected {meta.bytes}, {meta.sha256[:12]})",
             retryable=True,
         )
-    return RenderInfo(
-        container_id=meta.container_id,
-        cold_start=meta.cold_start,
-        boot_s=meta.boot_seconds,
-        restore_s=meta.restore_seconds,
-        render_s=meta.render_seconds,
-        bytes=meta.bytes,
-        sha256=meta.sha256,
-        duration_s=meta.duration_seconds,
-        frames=meta.frames,
-        engine=meta.engine,
-    )
+    return RenderInfo.from_metadata(meta)
 
 
 async def _create(path: Path) -> BinaryIO:
