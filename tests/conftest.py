@@ -22,6 +22,10 @@ import pytest
 import redis
 import redis.asyncio as aredis
 import uvicorn
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
@@ -32,6 +36,13 @@ from scheduler.pools.base import Pool
 from scheduler.server import SchedulerServer
 
 T = TypeVar("T")
+
+# One tracer provider for the whole test process (OpenTelemetry allows one): every
+# span any in-process service ends lands in SPANS, which each test starts empty.
+SPANS = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(_provider)
 
 S3_ACCESS_KEY = "testing"
 S3_SECRET_KEY = "testing"
@@ -194,6 +205,13 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     server = S3Server(endpoint_url=s3_server)
     server.client().create_bucket(Bucket=server.bucket)
     return server
+
+
+@pytest.fixture(autouse=True)
+def spans() -> InMemorySpanExporter:
+    """The spans ended during this test (the exporter is cleared before each test)."""
+    SPANS.clear()
+    return SPANS
 
 
 @pytest.fixture(autouse=True)
