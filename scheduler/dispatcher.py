@@ -1,5 +1,6 @@
 """The dispatcher: asks the spillover policy where queued jobs go, claims them for the
-in-house or the spill pool, renders, uploads, completes.
+in-house or the spill pool, and runs each claim as an `Attempt` (render, upload,
+complete: `scheduler.attempt`).
 
 It blocks on Redis for work (a wake token that every submit, and every job that frees
 capacity, leaves), never on a timer, except where the policy names a time at which its
@@ -15,30 +16,23 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from scheduler.events import EventHub, LiveQueue
-from scheduler.jobs import Job, Output
+from scheduler.attempt import Attempt, AttemptRunner
+from scheduler.events import EventHub
+from scheduler.jobs import Job
 from scheduler.policy import Autoscale, Plan, Reason, Target
-from scheduler.pools.base import Pool, Rendered, RenderError, Superseded
+from scheduler.pools.base import Pool
 from scheduler.spillover import Spillover
 from scheduler.spillover import Status as SpilloverStatus
-from scheduler.storage import ObjectStore, StorageError
-from scheduler.store import Finish, JobStore
+from scheduler.storage import ObjectStore
+from scheduler.store import JobStore
 from scheduler.tasks import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 
-# Job progress while rendering spans 1-90; uploading is 95; completed is 100.
-_RENDER_SPAN = 89
-_UPLOADING = 95
-_PROGRESS_STEP = 5
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
-# A fleet that turned a job away keeps its slot reserved this long, so the requeued
-# job is not sent straight back to it.
-_FULL_FLEET_HOLD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,9 @@ class Dispatcher:
         self._spill = spill
         self._objects = objects
         self._config = config
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Attempt] = {}
+        self._runner = AttemptRunner(store, hub, spillover, objects, config.replica_id)
+        self._mode = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._autoscale_wanted: Autoscale | None = None
@@ -108,20 +104,20 @@ class Dispatcher:
         self._stopping = True
         if self._tasks:
             await cancel_and_wait(self._tasks[0])
-        tasks = [r.task for r in self._running.values()]
+        tasks = [a.task for a in self._running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=self._config.shutdown_grace_s)
-        for running in list(self._running.values()):
-            await cancel_and_wait(running.task)
+        for attempt in list(self._running.values()):
+            await cancel_and_wait(attempt.task)
             try:
-                if running.pool.resumable and running.call_id:
-                    await self._store.release(running.job)
+                if attempt.pool.resumable and attempt.call_id:
+                    await self._store.release(attempt.job)
                 else:
                     await self._store.requeue(
-                        running.job, "shutdown", "the scheduler replica shut down", counts=False
+                        attempt.job, "shutdown", "the scheduler replica shut down", counts=False
                     )
             except Exception:
-                log.exception("could not hand job %s back; its lease will expire", running.job.id)
+                log.exception("could not hand job %s back; its lease will expire", attempt.job.id)
         for task in self._tasks[1:]:
             await cancel_and_wait(task)
         self._tasks = []
@@ -149,14 +145,18 @@ class Dispatcher:
         spill = self._spill
         stats = await spill.stats() if spill else None
         plan = await self._spillover.decide(stats, spill.available if spill else False)
+        self._mode = plan.state.mode.value
         if plan.autoscale != self._autoscale_wanted:
             self._autoscale_wanted = plan.autoscale
             self._autoscale_changed.set()
-        started = await self._claim(self._inhouse, plan.count(Target.INHOUSE))
+        started = await self._claim(
+            self._inhouse, plan.count(Target.INHOUSE), Reason.INHOUSE_SLOT_FREE
+        )
         if spill is not None:
             rescue = plan.sent(Target.MODAL, Reason.TIMEOUT_RESCUE)
-            started += await self._claim(spill, rescue, oldest=True)
-            started += await self._claim(spill, plan.count(Target.MODAL) - rescue)
+            started += await self._claim(spill, rescue, Reason.TIMEOUT_RESCUE, oldest=True)
+            faster = plan.count(Target.MODAL) - rescue
+            started += await self._claim(spill, faster, Reason.MODAL_FASTER)
         if plan.shed_waits_over_ms is not None and (
             shed := await self._store.expire_queued(plan.shed_waits_over_ms)
         ):
@@ -170,7 +170,7 @@ class Dispatcher:
             wait_s = min(wait_s, max(0.01, (plan.recheck_at_ms - plan.decided_at_ms) / 1000))
         return wait_s
 
-    async def _claim(self, pool: Pool, count: int, *, oldest: bool = False) -> int:
+    async def _claim(self, pool: Pool, count: int, reason: Reason, *, oldest: bool = False) -> int:
         started = 0
         for _ in range(count):
             job = await self._store.claim(
@@ -183,95 +183,25 @@ class Dispatcher:
             if job is None:
                 break
             log.info("dispatched job %s to %s (attempt %d)", job.id, pool.name, job.attempt)
-            self._start(job, pool)
+            self._start(job, pool, reason.value)
             started += 1
         return started
 
-    def _start(self, job: Job, pool: Pool) -> None:
-        running = _Running(job=job, pool=pool, call_id=job.call_id)
-        running.task = asyncio.create_task(self._run(running), name=f"job-{job.id}")
-        self._running[job.id] = running
-        running.task.add_done_callback(functools.partial(self._forget, job.id))
+    def _start(self, job: Job, pool: Pool, reason: str) -> None:
+        attempt = Attempt(
+            job=job,
+            pool=pool,
+            spilled=pool is self._spill,
+            mode=self._mode,
+            reason=reason,
+            call_id=job.call_id,
+        )
+        attempt.task = asyncio.create_task(self._runner.run(attempt), name=f"job-{job.id}")
+        self._running[job.id] = attempt
+        attempt.task.add_done_callback(functools.partial(self._forget, job.id))
 
     def _forget(self, job_id: str, _: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
-
-    async def _run(self, running: _Running) -> None:
-        """Runs the job until it ends or a terminal event (a cancel, a delete) ends it."""
-        job = running.job
-        async with self._hub.subscribe(job.id) as live:
-            work = asyncio.create_task(self._execute(running), name=f"render-{job.id}")
-            ended = asyncio.create_task(_until_terminal(live))
-            try:
-                await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
-                if ended.done() and not work.done():
-                    log.info("job %s ended elsewhere (cancelled or deleted); stopping", job.id)
-                    await cancel_and_wait(work)
-                    if running.call_id:
-                        await running.pool.cancel(job, running.call_id)
-            finally:
-                await cancel_and_wait(ended)
-                await cancel_and_wait(work)
-
-    async def _execute(self, running: _Running) -> None:
-        job, pool = running.job, running.pool
-        rendered: Rendered | None = None
-        try:
-            slot = await pool.acquire()
-            try:
-                began = time.monotonic()
-                rendered = await pool.render(slot, job, _Hooks(self._store, running))
-                wall_s = time.monotonic() - began
-            except RenderError as exc:
-                if not exc.charge_attempt:
-                    await self._retry_or_fail(job, "render_failed", str(exc), True, charge=False)
-                    await asyncio.sleep(_FULL_FLEET_HOLD_S)
-                    return
-                raise
-            finally:
-                slot.release()
-            await self._spillover.record(pool.name, rendered.info, wall_s)
-            if not await self._store.progress(job, "uploading", _UPLOADING):
-                raise Superseded(job.id)
-            key = self._objects.key_for(job.id)
-            uploaded = await self._objects.put_file(rendered.path, key)
-            output = Output(
-                bucket=uploaded.bucket,
-                key=key,
-                bytes=uploaded.bytes,
-                sha256=rendered.info.sha256,
-                duration_s=rendered.info.duration_s,
-            )
-            result = await self._store.complete(job, output)
-            if result is Finish.GONE:
-                # Deleted while we rendered: nobody will read this object.
-                await self._objects.delete(key)
-            log.info("job %s %s on %s (%d bytes)", job.id, result.value, pool.name, uploaded.bytes)
-        except Superseded:
-            log.info("job %s was cancelled or taken over; dropped its render", job.id)
-        except RenderError as exc:
-            await self._retry_or_fail(
-                job, "render_failed", str(exc), exc.retryable, charge=exc.charge_attempt
-            )
-        except StorageError as exc:
-            await self._retry_or_fail(job, "upload_failed", str(exc), retryable=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("job %s failed unexpectedly", job.id)
-            await self._retry_or_fail(job, "internal", f"{type(exc).__name__}: {exc}", True)
-        finally:
-            if rendered is not None:
-                await asyncio.to_thread(rendered.path.unlink, missing_ok=True)
-
-    async def _retry_or_fail(
-        self, job: Job, code: str, message: str, retryable: bool, *, charge: bool = True
-    ) -> None:
-        log.warning("job %s attempt %d: %s: %s", job.id, job.attempt, code, message)
-        if retryable:
-            await self._store.requeue(job, code, message, counts=charge)
-        else:
-            await self._store.fail(job, code, message)
 
     async def _upkeep(self) -> None:
         period = self._config.lease_s / 3
@@ -295,7 +225,7 @@ class Dispatcher:
                 for job in reclaimed.adopted:
                     assert spill is not None
                     log.warning("adopted job %s: resuming its call %s", job.id, job.call_id)
-                    self._start(job, spill)
+                    self._start(job, spill, "adopted")
             except Exception as exc:
                 if cancel_requested():
                     raise asyncio.CancelledError from exc
@@ -323,36 +253,3 @@ class Dispatcher:
             self._autoscale_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._autoscale_changed.wait(), timeout=interval)
-
-
-@dataclass(eq=False)
-class _Running:
-    job: Job
-    pool: Pool
-    call_id: str
-    task: asyncio.Task[None] = field(init=False)
-
-
-class _Hooks:
-    """What a render reports, applied to the job under its lease."""
-
-    def __init__(self, store: JobStore, running: _Running) -> None:
-        self._store = store
-        self._running = running
-        self._reported = 1
-
-    async def progress(self, percent: int) -> bool:
-        progress = 1 + _RENDER_SPAN * min(max(percent, 0), 100) // 100
-        if progress - self._reported < _PROGRESS_STEP and percent < 100:
-            return True
-        self._reported = progress
-        return await self._store.progress(self._running.job, "progress", progress)
-
-    async def remote_call(self, call_id: str) -> bool:
-        self._running.call_id = call_id
-        return await self._store.set_call(self._running.job, call_id)
-
-
-async def _until_terminal(live: LiveQueue) -> None:
-    while (event := await live.get()) is None or not event.terminal:
-        pass

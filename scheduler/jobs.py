@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 _ID = re.compile(r"^video_[0-9a-f]{32}$")
@@ -91,6 +91,11 @@ class Job:
     idempotency_key: str
     trace_id: str
     output: Output | None
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """W3C context (traceparent, tracestate) of the job's submit span: the parent of
+    every span the job's dispatches make, on whichever replica."""
+    queued_ms: int = 0
+    """When the job last entered the queue (Redis server ms)."""
 
     @classmethod
     def from_hash(cls, h: Mapping[str, str]) -> Job:
@@ -128,6 +133,8 @@ class Job:
             error_message=h.get("error_message", ""),
             idempotency_key=h.get("idem", ""),
             trace_id=h.get("trace_id", ""),
+            trace_context=json.loads(h.get("trace_ctx") or "{}"),
+            queued_ms=int(h.get("queued_ms") or 0),
             output=output,
         )
 
@@ -139,6 +146,7 @@ def initial_fields(
     *,
     idempotency_key: str,
     trace_id: str,
+    trace_context: Mapping[str, str],
 ) -> dict[str, str]:
     """The fields a new job starts with; the submit script adds server timestamps."""
     return {
@@ -157,6 +165,7 @@ def initial_fields(
         "call_id": "",
         "idem": idempotency_key,
         "trace_id": trace_id,
+        "trace_ctx": json.dumps(dict(trace_context), separators=(",", ":")),
     }
 
 

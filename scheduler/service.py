@@ -10,9 +10,12 @@ from functools import wraps
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as redis
+from opentelemetry.trace import SpanKind
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
+from renderer.telemetry import current_trace_id
+from scheduler import tracing
 from scheduler.auth import ApiKeys
 from scheduler.convert import (
     event_to_proto,
@@ -107,7 +110,28 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def SubmitRender(
         self, request: pb.SubmitRenderRequest, context: Ctx
     ) -> pb.SubmitRenderResponse:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        metadata = context.invocation_metadata() or ()
+        parent = tracing.extract({k: v for k, v in metadata if isinstance(v, str)})
+        with tracing.tracer.start_as_current_span(
+            "submit", context=parent, kind=SpanKind.SERVER
+        ) as span:
+            response = await self._submit(request, metadata)
+            span.set_attributes(
+                {
+                    "spillway.job_id": response.job.id,
+                    "spillway.created": response.created,
+                    "spillway.model": response.job.model,
+                    "spillway.seconds": response.job.seconds,
+                    "spillway.size": response.job.size,
+                    "spillway.priority": response.job.priority,
+                }
+            )
+            return response
+
+    async def _submit(
+        self, request: pb.SubmitRenderRequest, metadata: Sequence[tuple[str, Any]]
+    ) -> pb.SubmitRenderResponse:
+        tenant = self._keys.tenant(metadata)
         spec = validate_spec(
             prompt=request.prompt,
             model=request.model,
@@ -118,7 +142,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         )
         key = validate_idempotency_key(request.idempotency_key)
         try:
-            submitted = await self._store.submit(tenant, spec, idempotency_key=key)
+            submitted = await self._store.submit(
+                tenant,
+                spec,
+                idempotency_key=key,
+                trace_id=current_trace_id(),
+                trace_context=tracing.carrier(),
+            )
         except QueueFull as exc:
             retry_after_s = await self._spillover.retry_after_s()
             log.warning("refused a job for tenant %s: %d jobs queued", tenant, exc.queued)

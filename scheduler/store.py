@@ -106,11 +106,22 @@ class JobStore:
         return await self._scripts[name](keys=list(keys_), args=list(args))
 
     async def submit(
-        self, tenant: str, spec: JobSpec, *, idempotency_key: str = "", trace_id: str = ""
+        self,
+        tenant: str,
+        spec: JobSpec,
+        *,
+        idempotency_key: str = "",
+        trace_id: str = "",
+        trace_context: Mapping[str, str] | None = None,
     ) -> Submitted:
         job_id = new_job_id()
         fields = initial_fields(
-            job_id, tenant, spec, idempotency_key=idempotency_key, trace_id=trace_id
+            job_id,
+            tenant,
+            spec,
+            idempotency_key=idempotency_key,
+            trace_id=trace_id,
+            trace_context=trace_context or {},
         )
         created, stored = await self._run(
             "submit",

@@ -24,9 +24,11 @@ local function wake_if_queued()
 end
 
 -- Puts a job in line: its place by priority and submission, and since when it waits.
-local function enqueue(id, seq)
+local function enqueue(jk, id, seq)
+  local now = now_ms()
   redis.call('ZADD', K_QUEUE, seq, id)
-  redis.call('ZADD', K_QUEUED_AT, now_ms(), id)
+  redis.call('ZADD', K_QUEUED_AT, now, id)
+  redis.call('HSET', jk, 'queued_ms', now)
   wake_if_queued()
 end
 
@@ -80,7 +82,7 @@ local function requeue_or_fail(jk, evkey, chan, maxlen, id, max_attempts, retent
   unrun(jk, id)
   redis.call('HSET', jk, 'status', 'queued', 'progress', 0, 'owner', '', 'pool', '',
     'call_id', '')
-  enqueue(id, redis.call('HGET', jk, 'seq'))
+  enqueue(jk, id, redis.call('HGET', jk, 'seq'))
   emit(evkey, chan, maxlen, {type = 'requeued', status = 'queued', progress = 0,
     t = now_ms(), error_code = code, error_message = message})
   return 'requeued'

@@ -23,5 +23,5 @@ if ARGV[2] == '1' then
 end
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 emit(KEYS[2], ARGV[5], ARGV[6], {type = 'queued', status = 'queued', progress = 0, t = now})
-enqueue(ARGV[1], score)
+enqueue(KEYS[1], ARGV[1], score)
 return {1, redis.call('HGETALL', KEYS[1])}
