@@ -14,7 +14,7 @@ from structlog.contextvars import bound_contextvars
 
 from scheduler import tracing
 from scheduler.events import EventHub, LiveQueue
-from scheduler.jobs import Job, Output
+from scheduler.jobs import Job, Output, Status
 from scheduler.pools.base import Pool, Rendered, RenderError, RenderInfo, Slot, Superseded
 from scheduler.spillover import Spillover
 from scheduler.storage import ObjectStore, StorageError
@@ -104,12 +104,11 @@ class AttemptRunner:
             span.end()
 
     async def _supervise(self, attempt: Attempt) -> None:
-        """Runs the attempt until it ends or a terminal event (a cancel, a delete) ends
-        the job first."""
+        """Runs the attempt until it ends or the job is cancelled (or deleted) first."""
         job = attempt.job
         async with self._hub.subscribe(job.id) as live:
             work = asyncio.create_task(self._execute(attempt), name=f"render-{job.id}")
-            ended = asyncio.create_task(_until_terminal(live))
+            ended = asyncio.create_task(_until_cancelled(live))
             try:
                 await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if ended.done() and not work.done():
@@ -255,6 +254,8 @@ class _Hooks:
         return await self._store.set_call(self._attempt.job, call_id)
 
 
-async def _until_terminal(live: LiveQueue) -> None:
-    while (event := await live.get()) is None or not event.terminal:
+async def _until_cancelled(live: LiveQueue) -> None:
+    """Returns on the job's cancel (a delete cancels first). Its other terminal events
+    are this attempt's own completion or failure, which its work sees through."""
+    while (event := await live.get()) is None or event.status is not Status.CANCELLED:
         pass

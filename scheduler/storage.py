@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -120,7 +121,8 @@ class S3ObjectStore(ObjectStore):
 
         try:
             size = await asyncio.to_thread(upload)
-        except (BotoCoreError, ClientError, OSError) as exc:
+        # The transfer manager wraps the client's errors in S3UploadFailedError.
+        except (BotoCoreError, ClientError, S3UploadFailedError, OSError) as exc:
             raise StorageError("upload", self.bucket, key, exc) from exc
         parts = 1
         if size >= self._config.multipart_threshold_bytes:

@@ -61,6 +61,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from renderer.errors import InvalidRenderRequest, RendererBusy
 from renderer.remote import RemoteRequest, RemoteResult
+from scheduler import tracing
 from scheduler.jobs import Job
 from scheduler.policy.model import Autoscale
 from scheduler.pools.base import (
@@ -442,6 +443,7 @@ class ModalPool(Pool):
             seconds=job.spec.seconds,
             width=job.spec.width,
             height=job.spec.height,
+            trace_context=tracing.carrier(),
         ).to_dict()
         errors = self._errors
         try:

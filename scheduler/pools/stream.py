@@ -23,6 +23,7 @@ from typing import BinaryIO
 import grpc
 from spillway.v1 import renderer_pb2, renderer_pb2_grpc
 
+from scheduler import tracing
 from scheduler.jobs import Job
 from scheduler.pools.base import Rendered, RenderError, RenderHooks, RenderInfo, Superseded
 
@@ -91,7 +92,8 @@ async def _stream(
     digest = hashlib.sha256()
     size = 0
     meta: renderer_pb2.RenderMetadata | None = None
-    call = stub.Render(request, timeout=timeout_s)
+    # The current span (the attempt's render) becomes the renderer's parent.
+    call = stub.Render(request, timeout=timeout_s, metadata=tracing.metadata())
     try:
         async for response in call:
             kind = response.WhichOneof("payload")
