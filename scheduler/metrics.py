@@ -15,19 +15,15 @@ check that they only use names defined here.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from collections.abc import Iterable
+from socketserver import ThreadingMixIn
 from types import TracebackType
-from typing import Final
-from wsgiref.simple_server import WSGIServer
+from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -58,6 +54,9 @@ COLD_START_BUCKETS_S: Final = (
 )  # fmt: skip
 """A snapshot restore takes seconds; a first boot of SGLang after a deploy, minutes."""
 UPLOAD_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+_POLL_INTERVAL_S: Final = 0.05
+"""How often the metrics server's loop checks whether it should stop."""
 
 _REASON_PATTERNS: Final = (
     ("oom", re.compile(r"out of memory|outofmemory|\boom|cuda", re.IGNORECASE)),
@@ -380,31 +379,64 @@ class SchedulerMetrics:
         self._decision_keys |= counts.keys()
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    """A scrape in flight does not hold up shutdown."""
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
 class MetricsServer:
     """Serves `/metrics` (Prometheus text format) from a daemon thread, so it never
-    blocks the event loop. `start` returns the bound port (port 0 picks a free one);
-    `stop` is idempotent and waits for the thread, up to half a second (the server's
-    poll interval): from async code, call it with `asyncio.to_thread`."""
+    blocks the event loop. It does what `prometheus_client.start_http_server` does, with
+    a short poll interval so that `stop` returns within about 50 ms.
+
+    `start` returns the bound port (port 0 picks a free one) and is idempotent, as is
+    `stop`, which closes the socket and joins the thread."""
 
     def __init__(self, source: CollectorRegistry | SchedulerMetrics, host: str, port: int) -> None:
         self._registry = source.registry if isinstance(source, SchedulerMetrics) else source
         self._host = host
         self._port = port
-        self._server: WSGIServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     @property
     def port(self) -> int | None:
         """The bound port while serving."""
-        return self._server.server_port if self._server else None
+        server = self._server
+        return server.server_port if server else None
 
     def start(self) -> int:
         with self._lock:
             if self._server is None:
-                self._server, self._thread = start_http_server(
-                    self._port, addr=self._host, registry=self._registry
+                family, _, _, _, sockaddr = socket.getaddrinfo(
+                    self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )[0]
+                server_class = _Server6 if family == socket.AF_INET6 else _Server
+                server = make_server(
+                    str(sockaddr[0]),
+                    self._port,
+                    make_wsgi_app(self._registry),
+                    server_class,
+                    handler_class=_QuietHandler,
                 )
+                thread = threading.Thread(
+                    target=server.serve_forever,
+                    kwargs={"poll_interval": _POLL_INTERVAL_S},
+                    name=f"metrics-http-{server.server_port}",
+                    daemon=True,
+                )
+                thread.start()
+                self._server, self._thread = server, thread
             return self._server.server_port
 
     def stop(self) -> None:
