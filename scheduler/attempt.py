@@ -15,6 +15,7 @@ from structlog.contextvars import bound_contextvars
 from scheduler import tracing
 from scheduler.events import EventHub, LiveQueue
 from scheduler.jobs import Job, Output, Status
+from scheduler.metrics import SchedulerMetrics, failure_reason
 from scheduler.pools.base import Pool, Rendered, RenderError, RenderInfo, Slot, Superseded
 from scheduler.spillover import Spillover
 from scheduler.storage import ObjectStore, StorageError
@@ -58,12 +59,14 @@ class AttemptRunner:
         hub: EventHub,
         spillover: Spillover,
         objects: ObjectStore,
+        metrics: SchedulerMetrics,
         replica_id: str,
     ) -> None:
         self._store = store
         self._hub = hub
         self._spillover = spillover
         self._objects = objects
+        self._metrics = metrics
         self._replica_id = replica_id
 
     async def run(self, attempt: Attempt) -> None:
@@ -125,17 +128,23 @@ class AttemptRunner:
         job, pool = attempt.job, attempt.pool
         rendered: Rendered | None = None
         try:
+            # A pool that boots a container does it in acquire (the burst pool) or inside
+            # the render call (Modal); the cold start is timed from before either.
+            acquiring_ns = time.time_ns()
             slot = await pool.acquire()
             try:
-                rendered, wall_s = await self._render(attempt, slot)
+                rendered = await self._render(attempt, slot, acquiring_ns)
+                wall_s = (time.time_ns() - acquiring_ns) / 1e9
             except RenderError as exc:
                 if not exc.charge_attempt:
+                    self._count_failure(pool, exc)
                     await self._retry_or_fail(attempt, "render_failed", str(exc), True, False)
                     await asyncio.sleep(_FULL_FLEET_HOLD_S)
                     return
                 raise
             finally:
                 slot.release()
+            self._metrics.render_observed(pool.name, wall_s, rendered.info)
             await self._spillover.record(pool.name, rendered.info, wall_s)
             if not await self._store.progress(job, "uploading", _UPLOADING):
                 raise Superseded(job.id)
@@ -147,11 +156,15 @@ class AttemptRunner:
             attempt.outcome = {Finish.OK: "completed", Finish.GONE: "deleted"}.get(
                 result, "superseded"
             )
+            if result is Finish.OK:
+                latency_s = max(0.0, time.time() - job.created_ms / 1000)
+                self._metrics.job_finished(pool.name, "completed", latency_s)
             log.info("job %s %s on %s (%d bytes)", job.id, result.value, pool.name, output.bytes)
         except Superseded:
             attempt.outcome = "superseded"
             log.info("job %s was cancelled or taken over; dropped its render", job.id)
         except RenderError as exc:
+            self._count_failure(pool, exc)
             await self._retry_or_fail(
                 attempt, "render_failed", str(exc), exc.retryable, exc.charge_attempt
             )
@@ -168,10 +181,8 @@ class AttemptRunner:
             if rendered is not None:
                 await asyncio.to_thread(rendered.path.unlink, missing_ok=True)
 
-    async def _render(self, attempt: Attempt, slot: Slot) -> tuple[Rendered, float]:
+    async def _render(self, attempt: Attempt, slot: Slot, acquiring_ns: int) -> Rendered:
         pool = attempt.pool
-        began_ns = time.time_ns()
-        began = time.monotonic()
         with tracing.traced("render", {"spillway.pool": pool.name}) as span:
             rendered = await pool.render(slot, attempt.job, _Hooks(self._store, attempt))
             info = rendered.info
@@ -186,14 +197,20 @@ class AttemptRunner:
                 }
             )
         if info.cold_start:
-            _cold_start_span(pool.name, info, began_ns)
-        return rendered, time.monotonic() - began
+            _cold_start_span(pool.name, info, acquiring_ns)
+        return rendered
 
     async def _upload(self, job: Job, rendered: Rendered) -> Output:
         key = self._objects.key_for(job.id)
         attributes = {"spillway.bucket": self._objects.bucket, "spillway.key": key}
+        began = time.monotonic()
         with tracing.traced("upload", attributes) as span:
-            uploaded = await self._objects.put_file(rendered.path, key)
+            try:
+                uploaded = await self._objects.put_file(rendered.path, key)
+            except StorageError:
+                self._metrics.upload_failed()
+                raise
+            self._metrics.upload_observed(uploaded.bytes, time.monotonic() - began)
             span.set_attributes(
                 {"spillway.bytes": uploaded.bytes, "spillway.parts": uploaded.parts}
             )
@@ -205,6 +222,9 @@ class AttemptRunner:
             duration_s=rendered.info.duration_s,
         )
 
+    def _count_failure(self, pool: Pool, exc: RenderError) -> None:
+        self._metrics.render_failed(pool.name, failure_reason(str(exc), exc.retryable))
+
     async def _retry_or_fail(
         self, attempt: Attempt, code: str, message: str, retryable: bool, charge: bool
     ) -> None:
@@ -215,12 +235,14 @@ class AttemptRunner:
         else:
             result = (await self._store.fail(job, code, message)).value
         attempt.outcome = {"ok": "failed"}.get(result, result)
+        if attempt.outcome == "failed":
+            self._metrics.job_finished(attempt.pool.name, "failed", None)
         trace.get_current_span().set_attribute("spillway.error_code", code)
 
 
 def _cold_start_span(pool: str, info: RenderInfo, began_ns: int) -> None:
-    """The part of the render the input spent waiting for its container, as the
-    renderer measured it: boot (or snapshot restore) before the render proper."""
+    """The time the input spent waiting for its container, as the renderer measured it
+    (boot, or snapshot restore), from when the attempt asked its pool for room."""
     span = tracing.tracer.start_span(
         "cold_start",
         start_time=began_ns,

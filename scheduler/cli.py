@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from renderer.telemetry import setup_logging, setup_tracing
 from scheduler.config import ConfigError, SchedulerConfig
 from scheduler.validation import DEFAULT_SIZE, SECONDS, SIZES
 
@@ -33,13 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return gateway_main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        # A replica logs its events by default; interactive commands only problems.
+        verbose = args.verbose or args.command == "scheduler"
+        setup_logging(logging.INFO if verbose else logging.WARNING)
         return int(args.run(args))
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"spillway: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-demo", dest="demo", action="store_false", help="skip the sample and the burst"
     )
     dev.add_argument("--once", action="store_true", help="exit after the sample render")
+    dev.add_argument(
+        "--trace",
+        action="store_true",
+        help="print every span to stderr (or set OTEL_EXPORTER_OTLP_ENDPOINT to export)",
+    )
     dev.add_argument("--prompt", default="a paper boat drifting down a rainy street")
     dev.add_argument("--seconds", type=int, choices=SECONDS, default=4)
     dev.add_argument("--size", choices=list(SIZES), default=DEFAULT_SIZE)
@@ -127,11 +132,17 @@ def _dev(args: argparse.Namespace) -> int:
         size=args.size,
         output=args.output,
     )
+    if args.trace:
+        # Inherited by the renderer and burst processes, so their spans print too.
+        os.environ.setdefault("OTEL_TRACES_EXPORTER", "console")
+    shutdown = setup_tracing("spillway-dev")
     try:
         return asyncio.run(run(options))
     except StackError as exc:
         print(f"spillway dev: {exc}", file=sys.stderr)
         return 1
+    finally:
+        shutdown()
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -190,5 +201,10 @@ def _spillover(args: argparse.Namespace) -> int:
 def _scheduler(args: argparse.Namespace) -> int:
     from scheduler.server import serve
 
-    asyncio.run(serve(SchedulerConfig.from_env()))
+    config = SchedulerConfig.from_env()
+    shutdown = setup_tracing("spillway-scheduler")
+    try:
+        asyncio.run(serve(config))
+    finally:
+        shutdown()
     return 0

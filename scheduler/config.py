@@ -57,6 +57,9 @@ RENDER_TIMEOUT_S = "SPILLWAY_RENDER_TIMEOUT_S"
 """Longest one render may take before it is retried. Default 900."""
 SHUTDOWN_GRACE_S = "SPILLWAY_SHUTDOWN_GRACE_S"
 """On shutdown, running jobs get this long to finish before they are requeued. Default 30."""
+METRICS_LISTEN = "SPILLWAY_METRICS_LISTEN"
+"""host:port of the Prometheus endpoint (`/metrics`). Default 127.0.0.1:9464; empty turns
+it off; port 0 picks a free one."""
 REPLICA_ID = "SPILLWAY_REPLICA_ID"
 """This replica's name in leases and logs. Default host-pid-random."""
 
@@ -103,6 +106,7 @@ class SchedulerConfig:
     render_timeout_s: float
     shutdown_grace_s: float
     replica_id: str
+    metrics_listen: str
     policy: PolicyConfig
     spill: SpillConfig
 
@@ -138,6 +142,7 @@ class SchedulerConfig:
             render_timeout_s=get(env, RENDER_TIMEOUT_S, "900", float_at_least(1)),
             shutdown_grace_s=get(env, SHUTDOWN_GRACE_S, "30", float_at_least(0)),
             replica_id=env.get(REPLICA_ID) or _default_replica_id(),
+            metrics_listen=_metrics_listen(env.get(METRICS_LISTEN, "127.0.0.1:9464")),
             policy=policy_from_env(env),
             spill=spill_from_env(env),
         )
@@ -156,6 +161,12 @@ def get(env: Mapping[str, str], key: str, default: str | None, cast: Callable[[s
         return cast(raw)
     except ValueError as exc:
         raise ConfigError(f"{key}={raw!r}: {exc}") from None
+
+
+def _metrics_listen(raw: str) -> str:
+    if raw and not _ENDPOINT.match(raw):
+        raise ConfigError(f"{METRICS_LISTEN}={raw!r}: expected host:port, or empty for none")
+    return raw
 
 
 def _nonempty(raw: str) -> str:

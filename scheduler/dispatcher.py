@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from scheduler.attempt import Attempt, AttemptRunner
 from scheduler.events import EventHub
 from scheduler.jobs import Job
+from scheduler.metrics import SchedulerMetrics
 from scheduler.policy import Autoscale, Plan, Reason, Target
 from scheduler.pools.base import Pool
 from scheduler.spillover import Spillover
@@ -49,6 +50,7 @@ class Dispatcher:
         store: JobStore,
         hub: EventHub,
         spillover: Spillover,
+        metrics: SchedulerMetrics,
         inhouse: Pool,
         spill: Pool | None,
         objects: ObjectStore,
@@ -57,12 +59,13 @@ class Dispatcher:
         self._store = store
         self._hub = hub
         self._spillover = spillover
+        self._metrics = metrics
         self._inhouse = inhouse
         self._spill = spill
         self._objects = objects
         self._config = config
         self._running: dict[str, Attempt] = {}
-        self._runner = AttemptRunner(store, hub, spillover, objects, config.replica_id)
+        self._runner = AttemptRunner(store, hub, spillover, objects, metrics, config.replica_id)
         self._mode = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -144,8 +147,11 @@ class Dispatcher:
         then waits for work), or None to decide again at once."""
         spill = self._spill
         stats = await spill.stats() if spill else None
-        plan = await self._spillover.decide(stats, spill.available if spill else False)
+        plan, signal = await self._spillover.decide(stats, spill.available if spill else False)
         self._mode = plan.state.mode.value
+        self._metrics.decision(plan, signal, spill.name if spill else None)
+        if plan.transition:
+            self._metrics.transition(plan.transition.old, plan.transition.new)
         if plan.autoscale != self._autoscale_wanted:
             self._autoscale_wanted = plan.autoscale
             self._autoscale_changed.set()
@@ -161,6 +167,9 @@ class Dispatcher:
             shed := await self._store.expire_queued(plan.shed_waits_over_ms)
         ):
             log.warning("shed %d jobs past the queue timeout: %s", len(shed), ", ".join(shed))
+            self._metrics.shed("queue_timeout", len(shed))
+            for _ in shed:
+                self._metrics.job_finished("", "failed", None)
         return None if started else plan
 
     def _wait_s(self, plan: Plan) -> float:
@@ -183,6 +192,7 @@ class Dispatcher:
             if job is None:
                 break
             log.info("dispatched job %s to %s (attempt %d)", job.id, pool.name, job.attempt)
+            self._metrics.dispatched(pool.name)
             self._start(job, pool, reason.value)
             started += 1
         return started
@@ -216,11 +226,13 @@ class Dispatcher:
                     self._config.lease_s,
                     adopt_pool="" if self._stopping else resumable,
                 )
-                if reclaimed.requeued:
+                for _ in reclaimed.failed:
+                    self._metrics.job_finished("", "failed", None)
+                if reclaimed.requeued or reclaimed.failed:
                     log.warning(
                         "reclaimed %d jobs with expired leases: %s",
-                        len(reclaimed.requeued),
-                        ", ".join(reclaimed.requeued),
+                        len(reclaimed.requeued) + len(reclaimed.failed),
+                        ", ".join(reclaimed.requeued + reclaimed.failed),
                     )
                 for job in reclaimed.adopted:
                     assert spill is not None

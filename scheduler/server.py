@@ -17,6 +17,7 @@ from scheduler.auth import ApiKeys
 from scheduler.config import SchedulerConfig
 from scheduler.dispatcher import Dispatcher, DispatcherConfig
 from scheduler.events import EventHub
+from scheduler.metrics import MetricsServer, SchedulerMetrics
 from scheduler.pools.base import Pool
 from scheduler.pools.factory import build_spill_pool
 from scheduler.pools.inhouse import InhousePool
@@ -76,6 +77,10 @@ class SchedulerServer:
         self.pool = InhousePool(cfg.inhouse, timeout_s=cfg.render_timeout_s, tmp_dir=self._tmp_dir)
         if self._spill is None:
             self._spill = build_spill_pool(cfg, self._tmp_dir)
+        spill_name = self._spill.name if self._spill else None
+        self.metrics = SchedulerMetrics(
+            cfg.policy, pools=(self.pool.name, *((spill_name,) if spill_name else ()))
+        )
         self.spillover = Spillover(
             self.redis,
             cfg.policy,
@@ -87,6 +92,7 @@ class SchedulerServer:
             self.store,
             self.hub,
             self.spillover,
+            self.metrics,
             self.pool,
             self._spill,
             self._objects,
@@ -107,6 +113,7 @@ class SchedulerServer:
                 ApiKeys(cfg.api_keys),
                 self.spillover,
                 self.dispatcher.spillover_status,
+                self.metrics,
                 models=cfg.models,
                 presign_expires_s=cfg.s3.presign_expires_s,
             ),
@@ -120,6 +127,11 @@ class SchedulerServer:
         if self.port == 0:
             raise OSError(f"could not bind the scheduler to {cfg.listen}")
         await self.server.start()
+        self.metrics_server: MetricsServer | None = None
+        if cfg.metrics_listen:
+            host, _, port = cfg.metrics_listen.rpartition(":")
+            self.metrics_server = MetricsServer(self.metrics, host, int(port))
+            self.metrics_port = await asyncio.to_thread(self.metrics_server.start)
         await self.dispatcher.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -134,6 +146,11 @@ class SchedulerServer:
         steps = [
             ("dispatcher", self.dispatcher.stop()),
             ("grpc server", self.server.stop(grace)),
+            *(
+                [("metrics endpoint", asyncio.to_thread(self.metrics_server.stop))]
+                if self.metrics_server
+                else []
+            ),
             ("in-house pool", self.pool.close()),
             *([("spill pool", self._spill.close())] if self._spill else []),
             ("event hub", self.hub.stop()),

@@ -35,6 +35,7 @@ from scheduler.errors import (
 )
 from scheduler.events import EventHub, watch
 from scheduler.jobs import Job, Status
+from scheduler.metrics import SchedulerMetrics
 from scheduler.spillover import Spillover
 from scheduler.spillover import Status as SpilloverStatus
 from scheduler.storage import ObjectStore, StorageError
@@ -85,6 +86,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         keys: ApiKeys,
         spillover: Spillover,
         spillover_status: Callable[[], Coroutine[Any, Any, SpilloverStatus]],
+        metrics: SchedulerMetrics,
         *,
         models: Sequence[str],
         presign_expires_s: int,
@@ -92,6 +94,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self._store = store
         self._spillover = spillover
         self._spillover_status = spillover_status
+        self._metrics = metrics
         self._hub = hub
         self._objects = objects
         self._keys = keys
@@ -150,6 +153,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 trace_context=tracing.carrier(),
             )
         except QueueFull as exc:
+            self._metrics.shed("queue_full")
             retry_after_s = await self._spillover.retry_after_s()
             log.warning("refused a job for tenant %s: %d jobs queued", tenant, exc.queued)
             raise ResourceExhausted(
@@ -157,6 +161,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 retry_after_s=retry_after_s,
             ) from None
         if submitted.created:
+            self._metrics.submitted()
             log.info("job %s queued for tenant %s", submitted.job.id, tenant)
         return pb.SubmitRenderResponse(job=job_to_proto(submitted.job), created=submitted.created)
 
@@ -184,18 +189,24 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
         tenant = self._keys.tenant(context.invocation_metadata())
         validate_job_id(request.id)
-        job = await self._store.cancel(tenant, request.id)
-        if job is None:
+        found = await self._store.cancel(tenant, request.id)
+        if found is None:
             raise NotFound(f"video {request.id!r} not found")
+        job, ended = found
+        if ended:
+            self._metrics.job_finished(job.pool, "cancelled", None)
         return pb.CancelJobResponse(job=job_to_proto(job))
 
     @_errors
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
         tenant = self._keys.tenant(context.invocation_metadata())
         validate_job_id(request.id)
-        job = await self._store.delete(tenant, request.id)
-        if job is None:
+        found = await self._store.delete(tenant, request.id)
+        if found is None:
             raise NotFound(f"video {request.id!r} not found")
+        job, ended = found
+        if ended:
+            self._metrics.job_finished(job.pool, "cancelled", None)
         if job.output is not None:
             try:
                 await self._objects.delete(job.output.key)

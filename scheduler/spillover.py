@@ -154,14 +154,17 @@ class Spillover:
         )
         return decode_state(state_json), version or "0", signal, now_ms
 
-    async def decide(self, spill_stats: PoolStats | None, spill_available: bool) -> Plan:
+    async def decide(
+        self, spill_stats: PoolStats | None, spill_available: bool
+    ) -> tuple[Plan, Signal]:
         """Reads, decides and saves; a replica that lost the compare-and-set re-reads and
-        decides again, so each saved state follows from the one before it."""
+        decides again, so each saved state follows from the one before it. Only the
+        replica whose save recorded a mode change gets it in `plan.transition`."""
         for _ in range(_CAS_TRIES):
             state, version, signal, now_ms = await self.read(spill_stats, spill_available)
             plan = decide(state, signal, self.config, now_ms)
             if plan.state == state:
-                return plan
+                return plan, signal
             transition = encode_transition(plan.transition) if plan.transition else ""
             saved = await self._save(
                 keys=[keys.POLICY, keys.TRANSITIONS],
@@ -177,7 +180,7 @@ class Spillover:
                         t.reason.value,
                         t.queued,
                     )
-                return plan
+                return plan, signal
         raise RuntimeError("spillover state kept changing under this replica")
 
     async def retry_after_s(self) -> int:

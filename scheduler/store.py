@@ -64,9 +64,11 @@ class QueueFull(Exception):
 @dataclass(frozen=True)
 class Reclaimed:
     requeued: list[str]
-    """Jobs put back in line (or failed, out of attempts)."""
+    """Jobs put back in line."""
     adopted: list[Job]
     """Jobs whose remote call goes on, now leased to the caller to resume."""
+    failed: list[str]
+    """Jobs that were out of attempts."""
 
 
 class JobStore:
@@ -288,7 +290,7 @@ class JobStore:
     ) -> Reclaimed:
         """Takes back jobs whose lease expired; those with a remote call still running on
         `adopt_pool` are adopted by `owner` instead of requeued."""
-        requeued, adopted = await self._run(
+        requeued, adopted, failed = await self._run(
             "reclaim",
             [],
             [
@@ -305,7 +307,9 @@ class JobStore:
             ],
         )
         return Reclaimed(
-            requeued=list(requeued), adopted=[Job.from_hash(_pairs(h)) for h in adopted]
+            requeued=list(requeued),
+            adopted=[Job.from_hash(_pairs(h)) for h in adopted],
+            failed=list(failed),
         )
 
     async def release(self, job: Job) -> bool:
@@ -333,21 +337,31 @@ class JobStore:
         )
         return ids
 
-    async def cancel(self, tenant: str, job_id: str) -> Job | None:
-        h = await self._run(
+    async def cancel(self, tenant: str, job_id: str) -> tuple[Job, bool] | None:
+        """The job after the cancel, and whether this call ended it (it was queued or
+        running); None if the tenant has no such job."""
+        found = await self._run(
             "cancel",
             [keys.job(job_id), keys.events(job_id)],
             [job_id, keys.channel(job_id), self._maxlen, self._retention_ms, tenant],
         )
-        return Job.from_hash(_pairs(h)) if h else None
+        if not found:
+            return None
+        ended, h = found
+        return Job.from_hash(_pairs(h)), bool(ended)
 
-    async def delete(self, tenant: str, job_id: str) -> Job | None:
-        h = await self._run(
+    async def delete(self, tenant: str, job_id: str) -> tuple[Job, bool] | None:
+        """The job as it was, and whether the delete cancelled it (it was queued or
+        running); None if the tenant has no such job."""
+        found = await self._run(
             "delete",
             [keys.job(job_id), keys.events(job_id), keys.tenant_jobs(tenant)],
             [job_id, keys.channel(job_id), self._maxlen, tenant, keys.idempotency_prefix(tenant)],
         )
-        return Job.from_hash(_pairs(h)) if h else None
+        if not found:
+            return None
+        ended, h = found
+        return Job.from_hash(_pairs(h)), bool(ended)
 
     async def events_after(self, job_id: str, after: str, count: int = 1000) -> list[Event]:
         start = f"({after}" if after else "-"

@@ -257,6 +257,7 @@ class Stack:
             "SPILLWAY_S3_ENDPOINT_URL": self.s3.endpoint_url,
             "SPILLWAY_LEASE_S": "2",
             "SPILLWAY_SHUTDOWN_GRACE_S": "2",
+            "SPILLWAY_METRICS_LISTEN": "127.0.0.1:0",
         }
         env.update(overrides)
         return env

@@ -130,12 +130,16 @@ async def test_requeue_on_shutdown_does_not_use_an_attempt(store: JobStore) -> N
 
 
 async def test_cancel_queued_job_removes_it_from_queue(store: JobStore) -> None:
-    """Cancelling a queued job takes it out of line; only its tenant may cancel it."""
+    """Cancelling a queued job takes it out of line; only its tenant may cancel it, and
+    only the first cancel says it ended the job."""
     job = (await store.submit("acme", SPEC)).job
     assert await store.cancel("globex", job.id) is None
-    cancelled = await store.cancel("acme", job.id)
-    assert cancelled is not None and cancelled.status is Status.CANCELLED
+    found = await store.cancel("acme", job.id)
+    assert found is not None
+    cancelled, ended = found
+    assert ended and cancelled.status is Status.CANCELLED
     assert cancelled.error_code == "cancelled"
+    assert await store.cancel("acme", job.id) == (cancelled, False)
     assert await store.queue_depth() == 0
     assert await store.claim("r1", "inhouse", 30, cap=10) is None
 
@@ -144,8 +148,8 @@ async def test_delete_removes_job_events_and_idempotency_key(store: JobStore) ->
     """Deleting a job removes every key naming it; its idempotency key can be reused."""
     job = (await store.submit("acme", SPEC, idempotency_key="k")).job
     assert await store.delete("globex", job.id) is None
-    deleted = await store.delete("acme", job.id)
-    assert deleted is not None and deleted.id == job.id
+    found = await store.delete("acme", job.id)
+    assert found is not None and found[0].id == job.id and found[1]
     assert await store.get(job.id) is None
     assert await store.events_after(job.id, "") == []
     assert await store.queue_depth() == 0

@@ -52,7 +52,8 @@ async def _spillway(client: redis.Redis, jobs: int, *, decide: bool) -> list[flo
         while len(latencies) < jobs:
             wanted = 1
             if decide:
-                wanted = (await spillover.decide(None, False)).count(Target.INHOUSE)
+                plan, _ = await spillover.decide(None, False)
+                wanted = plan.count(Target.INHOUSE)
             claimed = 0
             for _ in range(wanted):
                 job = await store.claim("bench", "inhouse", 30, cap=10**6)

@@ -15,11 +15,17 @@ local function emit(evkey, chan, maxlen, ev)
   return eid
 end
 
--- Keeps one token in the wake list while the queue may hold work (or capacity for it
--- was freed), so an idle dispatcher blocked on it wakes up.
-local function wake_if_queued()
-  if redis.call('ZCARD', K_QUEUE) > 0 and redis.call('LLEN', K_WAKE) == 0 then
+-- Keeps one token in the wake list, so an idle dispatcher blocked on it wakes up.
+local function wake()
+  if redis.call('LLEN', K_WAKE) == 0 then
     redis.call('LPUSH', K_WAKE, '1')
+  end
+end
+
+-- Wakes a dispatcher while the queue may hold work.
+local function wake_if_queued()
+  if redis.call('ZCARD', K_QUEUE) > 0 then
+    wake()
   end
 end
 
@@ -66,7 +72,9 @@ local function finish(jk, evkey, chan, maxlen, id, status, code, message, retent
   emit(evkey, chan, maxlen, ev)
   redis.call('PEXPIRE', jk, retention_ms)
   redis.call('PEXPIRE', evkey, retention_ms)
-  wake_if_queued()
+  -- Capacity was freed and the fleet changed: a dispatcher decides again, even with
+  -- nothing queued, so that what it reports (in-flight, spend) stays current.
+  wake()
 end
 
 -- Puts a dispatched job back in line (a fresh attempt: no remote call to resume), or

@@ -4,10 +4,10 @@
 -- Takes back jobs whose lease expired: their replica died, hung or handed them over.
 -- A job whose remote call still runs on the owner's resumable pool is adopted (a new
 -- lease for the owner; the call goes on); any other is requeued, or failed once out of
--- attempts. Returns {requeued ids, adopted job hashes as flat lists}.
+-- attempts. Returns {requeued ids, adopted job hashes as flat lists, failed ids}.
 local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_ms(),
   'LIMIT', 0, tonumber(ARGV[7]))
-local requeued, adopted = {}, {}
+local requeued, adopted, failed = {}, {}, {}
 for _, id in ipairs(expired) do
   local jk = ARGV[1] .. id
   local cur = redis.call('HMGET', jk, 'status', 'call_id', 'pool')
@@ -23,10 +23,10 @@ for _, id in ipairs(expired) do
       pool = cur[3]})
     table.insert(adopted, redis.call('HGETALL', jk))
   else
-    requeue_or_fail(jk, ARGV[2] .. id, ARGV[3] .. id, ARGV[4], id, tonumber(ARGV[5]),
-      tonumber(ARGV[6]), 'lease_expired',
+    local result = requeue_or_fail(jk, ARGV[2] .. id, ARGV[3] .. id, ARGV[4], id,
+      tonumber(ARGV[5]), tonumber(ARGV[6]), 'lease_expired',
       'the scheduler replica running the job stopped renewing its lease')
-    table.insert(requeued, id)
+    table.insert(result == 'failed' and failed or requeued, id)
   end
 end
-return {requeued, adopted}
+return {requeued, adopted, failed}
