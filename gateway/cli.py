@@ -1,18 +1,24 @@
 """``python -m gateway`` / ``spillway gateway``: serve the gateway with uvicorn.
 
 Settings come from the environment (see `gateway.config`); the command line only says
-where to listen.
+where to listen. Traces follow the standard ``OTEL_*`` variables and logs are JSON lines
+on stderr (see `renderer.telemetry`), uvicorn's own included.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import uvicorn
 
 from gateway.app import create_app
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import GatewayConfig
+from renderer.telemetry import setup_logging, setup_tracing
+
+SERVICE_NAME = "spillway-gateway"
+"""The traces' service name, unless OTEL_SERVICE_NAME says otherwise."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = GatewayConfig.from_env()
-    except ConfigError as exc:
+        setup_logging(logging.INFO)
+        shutdown_tracing = setup_tracing(SERVICE_NAME)
+    # A ConfigError, or a bad OTEL_TRACES_EXPORTER or SPILLWAY_LOG_FORMAT.
+    except ValueError as exc:
         print(f"spillway gateway: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(config), host=args.host, port=args.port, lifespan="on")
+    try:
+        # log_config=None: uvicorn's records go through the root logger set up above.
+        uvicorn.run(
+            create_app(config), host=args.host, port=args.port, lifespan="on", log_config=None
+        )
+    finally:
+        shutdown_tracing()
     return 0

@@ -7,9 +7,10 @@ The Videos status enum has no ``cancelled``: a cancelled job reads ``failed`` wi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import Field
 from spillway.v1 import scheduler_pb2
 
 # Pydantic, which renders these shapes into /openapi.json, needs this TypedDict on 3.11.
@@ -46,7 +47,15 @@ class Video(TypedDict):
     seconds: str
     remixed_from_video_id: None
     error: VideoError | None
-    trace_id: str | None
+    trace_id: Annotated[
+        str | None,
+        Field(
+            description="spillway's addition to the OpenAI object: the OpenTelemetry trace "
+            "id (32 hex digits) of the job, to find its spans from submit to upload; null "
+            "when the scheduler recorded none.",
+            pattern="^[0-9a-f]{32}$",
+        ),
+    ]
 
 
 class VideoList(TypedDict):

@@ -2,7 +2,9 @@
 until SIGINT or SIGTERM (or, with `--exit-with-stdin`, until stdin closes), then drain it.
 
 Once it serves, it prints `renderer listening on <address> (<n> slots)` on stdout: with
-`--port 0`, that line is how the process that started it learns the port.
+`--port 0`, that line is how the process that started it learns the port. Logs are JSON
+lines on stderr; traces follow the standard `OTEL_*` variables (see `renderer.telemetry`)
+and are flushed on exit.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -20,16 +23,29 @@ from pathlib import Path
 
 from renderer.encoder import DEFAULT_PRESET, X264_PRESETS
 from renderer.server import DEFAULT_FPS, DEFAULT_SLOTS, start_renderer_server
+from renderer.telemetry import setup_logging, setup_tracing
 from renderer.validation import MAX_FPS
 
 DEFAULT_PORT = 50061
 DEFAULT_GRACE_SECONDS = 30.0
+SERVICE_NAME = "spillway-renderer"
+"""The traces' service name, unless OTEL_SERVICE_NAME says otherwise."""
 
 
 def main(argv: list[str] | None = None) -> int:
     started_at = _process_started_at()
     args = _parser().parse_args(argv)
-    return asyncio.run(_serve(args, started_at))
+    try:
+        setup_logging(logging.INFO)
+        shutdown_tracing = setup_tracing(SERVICE_NAME)
+    except ValueError as error:
+        # A bad OTEL_TRACES_EXPORTER or SPILLWAY_LOG_FORMAT.
+        print(f"renderer: {error}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(args, started_at))
+    finally:
+        shutdown_tracing()
 
 
 def _parser() -> argparse.ArgumentParser:

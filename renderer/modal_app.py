@@ -10,6 +10,15 @@ Configuration is read from the SPILLWAY_MODAL_* variables below when `modal depl
 imports this module, and written into the image's environment so that containers read
 the same values. A malformed value stops the import with an error naming the variable
 and the value. Importing this module never contacts Modal.
+
+Traces: each render is a `renderer.render` span (see `renderer.tracing`) in the job's
+trace, continued from the request's `trace_context` (W3C `traceparent`/`tracestate`).
+A container exports its spans when it is given an OTLP endpoint it can reach from Modal
+through the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`
+for the collector's credentials, optionally `OTEL_SERVICE_NAME`), stored as a Modal
+Secret and attached to the class (`secrets=[modal.Secret.from_name(...)]`); without
+them spans are made but not sent. Tracing is set up after the snapshot is restored,
+never before it (the exporter's thread and connection must not be snapshotted).
 """
 
 from __future__ import annotations
@@ -22,15 +31,18 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import modal
+import modal.exception
 import modal.experimental
+from opentelemetry.trace import Span
 from spillway.v1 import renderer_pb2
 
+from renderer import tracing
 from renderer.cpu import CpuFrameDecoder
 from renderer.errors import InvalidRenderRequest
 from renderer.pipeline import RenderSpec, render_to_file
@@ -42,6 +54,7 @@ from renderer.sglang_engine import (
     SglangServer,
     SglangTokenEngine,
 )
+from renderer.telemetry import setup_tracing
 from renderer.validation import render_spec
 
 logger = logging.getLogger(__name__)
@@ -83,6 +96,10 @@ RENDERER_REQUIREMENTS = (
     "pillow>=10.1",
     "grpcio>=1.85.1",
     "protobuf>=7.35.1",
+    "opentelemetry-api>=1.45.2",
+    "opentelemetry-sdk>=1.45.2",
+    "opentelemetry-exporter-otlp-proto-grpc>=1.45.2",
+    "structlog>=24.4",
 )
 KERNEL_CACHE_ENV = {
     "SGLANG_DG_CACHE_DIR": f"{CACHE_DIR}/deep_gemm",
@@ -95,6 +112,8 @@ KERNEL_CACHE_ENV = {
 SGLANG_PORT = 30000
 # The in-house renderer's frame rate for requests that leave fps at 0.
 DEFAULT_FPS = 24
+SERVICE_NAME = "spillway-renderer-modal"
+"""The traces' service name, unless OTEL_SERVICE_NAME says otherwise."""
 _MODAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -225,11 +244,13 @@ class Renderer:
     _restore_seconds: float
     _first_input: threading.Lock
     _served: bool
+    _shutdown_tracing: Callable[[], None] | None
 
     @modal.enter(snap=True)
     def boot(self) -> None:
         """Start SGLang and release its GPU memory: what Modal snapshots."""
         started = time.monotonic()
+        self._shutdown_tracing = None
         self._server = SglangServer(self.sglang)
         self._server.start(ready_timeout_s=CONFIG.timeout_s)
         self._server.warm_up()
@@ -252,18 +273,36 @@ class Renderer:
         self._restore_seconds = time.monotonic() - started
         if os.environ.get("MODAL_TASK_ID") != self._boot_task:
             self._boot_seconds = 0.0
+        # Only in a Modal container: a local run (tests) keeps its host's tracer provider.
+        if not modal.is_local():
+            self._shutdown_tracing = setup_tracing(SERVICE_NAME)
 
     @modal.method()
     def render(self, request: dict[str, Any]) -> dict[str, Any]:
         """Render a `RemoteRequest` dict into a `RemoteResult` dict. Raises
         InvalidRenderRequest (not worth retrying) for a request that can never render,
         and EngineUnavailable (worth retrying elsewhere) when SGLang is gone."""
+        carrier = request.get("trace_context") if isinstance(request, dict) else None
+        job_id = request.get("job_id") if isinstance(request, dict) else None
+        with tracing.render_span(tracing.extract(carrier), str(job_id or "")) as span:
+            try:
+                return self._render(request, span)
+            except modal.exception.InputCancellation:
+                span.add_event("cancelled")
+                raise
+
+    def _render(self, request: dict[str, Any], span: Span) -> dict[str, Any]:
         spec = remote_spec(request)
         cold = self._claim_first_input()
+        container_id = os.environ.get("MODAL_TASK_ID") or f"{socket.gethostname()}-{os.getpid()}"
+        tracing.started(
+            span, spec, container_id=container_id, cold_start=cold, engine=self._engine.name
+        )
+        decoder = tracing.TimedDecoder(self._decoder)
         try:
             with tempfile.TemporaryDirectory(prefix="render-") as tmp:
                 result = render_to_file(
-                    spec, Path(tmp) / "render.mp4", engine=self._engine, decoder=self._decoder
+                    spec, Path(tmp) / "render.mp4", engine=self._engine, decoder=decoder
                 )
                 mp4 = result.path.read_bytes()
         except EngineUnavailable:
@@ -274,8 +313,9 @@ class Renderer:
             if not modal.is_local():
                 modal.experimental.stop_fetching_inputs()
             raise
+        tracing.finished(span, result, decoder.seconds)
         metadata = RemoteMetadata(
-            container_id=os.environ.get("MODAL_TASK_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            container_id=container_id,
             cold_start=cold,
             boot_seconds=self._boot_seconds if cold else 0.0,
             restore_seconds=self._restore_seconds if cold else 0.0,
@@ -291,7 +331,10 @@ class Renderer:
 
     @modal.exit()
     def stop(self) -> None:
+        """Stop SGLang, then send the spans not yet exported."""
         self._server.stop()
+        if self._shutdown_tracing is not None:
+            self._shutdown_tracing()
 
     def _claim_first_input(self) -> bool:
         """Whether this is the first input the container serves: its cold start."""

@@ -1,5 +1,8 @@
 """The Renderer gRPC service: validate, take a slot, render in a thread, stream the MP4.
 
+Each call is one `renderer.render` span (see `renderer.tracing`), a child of the
+caller's span when its metadata carries a W3C `traceparent`.
+
 The event loop only relays: the render itself runs on a worker thread (one per slot),
 and file reads and deletes go to threads too. A request past the slot count is refused
 at once rather than queued, so the scheduler can send it to a renderer with room.
@@ -19,8 +22,11 @@ from pathlib import Path
 from typing import TypeAlias
 
 import grpc
+import structlog
+from opentelemetry.trace import Span
 from spillway.v1 import renderer_pb2, renderer_pb2_grpc
 
+from renderer import tracing
 from renderer.errors import RendererBusy, RendererError
 from renderer.pipeline import FrameDecoder, RenderResult, TokenEngine, render_to_file
 from renderer.validation import render_spec
@@ -86,14 +92,35 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
         await asyncio.to_thread(self._executor.shutdown)
 
     async def Render(self, request: renderer_pb2.RenderRequest, context: Context) -> None:
+        # The caller's trace context rides in the call's metadata (traceparent).
+        parent = tracing.extract(context.invocation_metadata())
         try:
-            spec = render_spec(request, self._default_fps)
-            boot_seconds = self._take_slot()
+            with (
+                tracing.render_span(parent, request.job_id) as span,
+                structlog.contextvars.bound_contextvars(job_id=request.job_id),
+            ):
+                await self._render(request, context, span)
         except RendererError as error:
             await context.abort(error.status_code, str(error))
+        except Exception as error:
+            await context.abort(grpc.StatusCode.INTERNAL, f"render failed: {error!r}")
+
+    async def _render(
+        self, request: renderer_pb2.RenderRequest, context: Context, span: Span
+    ) -> None:
+        spec = render_spec(request, self._default_fps)
+        boot_seconds = self._take_slot()
+        tracing.started(
+            span,
+            spec,
+            container_id=self._container_id,
+            cold_start=boot_seconds is not None,
+            engine=self._engine.name,
+        )
         cancel = threading.Event()
         path = self._work_dir / f"render-{uuid.uuid4().hex}.mp4"
         progress: asyncio.Queue[renderer_pb2.RenderProgress | None] = asyncio.Queue()
+        decoder = tracing.TimedDecoder(self._decoder)
         loop = asyncio.get_running_loop()
         render = loop.run_in_executor(
             self._executor,
@@ -102,7 +129,7 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
                 spec,
                 path,
                 engine=self._engine,
-                decoder=self._decoder,
+                decoder=decoder,
                 preset=self._preset,
                 on_progress=_ProgressRelay(loop, progress),
                 cancel=cancel,
@@ -114,15 +141,15 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
             while (update := await progress.get()) is not None:
                 await context.write(renderer_pb2.RenderResponse(progress=update))
             result = render.result()
+            tracing.finished(span, result, decoder.seconds)
             await self._send_file(result.path, context)
             await context.write(
                 renderer_pb2.RenderResponse(metadata=self._metadata(result, boot_seconds))
             )
-        except RendererError as error:
-            await context.abort(error.status_code, str(error))
         except Exception as error:
-            logger.exception("render failed", extra={"job_id": spec.job_id})
-            await context.abort(grpc.StatusCode.INTERNAL, f"render failed: {error!r}")
+            if not isinstance(error, RendererError):
+                logger.exception("render failed", extra={"job_id": spec.job_id})
+            raise
         finally:
             cancel.set()
             # A second cancellation (the server stopping) must not skip the cleanup: shield

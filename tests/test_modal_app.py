@@ -4,6 +4,7 @@ stand-in SGLang server. Only Modal's servers and the GPU are missing."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,9 @@ from modal._partial_function import (
     _PartialFunctionFlags,
 )
 from modal._utils.async_utils import synchronizer
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from renderer import modal_app
 from renderer.errors import InvalidRenderRequest
@@ -410,3 +414,66 @@ def test_render_refuses_an_invalid_request(container: Container) -> None:
         container.render({**REQUEST.to_dict(), "height": 4097})
 
     assert container.sglang_info()["generates"] == 1
+
+
+def traced_request(**fields: Any) -> tuple[dict[str, Any], trace.SpanContext]:
+    """REQUEST as the scheduler sends it from inside its span: with that span's W3C
+    context in `trace_context`."""
+    with trace.get_tracer("tests").start_as_current_span("scheduler.render") as caller:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+    request = dataclasses.replace(REQUEST, trace_context=headers).to_dict()
+    return {**request, **fields}, caller.get_span_context()
+
+
+def test_render_joins_the_trace_it_was_sent(
+    container: Container, spans: InMemorySpanExporter
+) -> None:
+    """A render whose request carries `trace_context` is a `renderer.render` SERVER span
+    under the caller's span, describing the job, the container and the render."""
+    container.run(_PartialFunctionFlags.ENTER_PRE_SNAPSHOT)
+    container.run(_PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+    request, caller = traced_request()
+
+    result = RemoteResult.from_dict(container.render(request))
+
+    [span] = [s for s in spans.get_finished_spans() if s.name == "renderer.render"]
+    assert span.kind is SpanKind.SERVER
+    assert span.context.trace_id == caller.trace_id
+    assert span.parent is not None and span.parent.span_id == caller.span_id
+    attributes = dict(span.attributes or {})
+    assert attributes.pop("spillway.render_seconds") == result.metadata.render_seconds
+    generate = attributes.pop("spillway.generate_seconds")
+    encode = attributes.pop("spillway.encode_seconds")
+    assert isinstance(generate, float) and isinstance(encode, float)
+    assert generate > 0 and generate + encode == pytest.approx(result.metadata.render_seconds)
+    assert attributes == {
+        "spillway.job_id": "job-1",
+        "spillway.container_id": result.metadata.container_id,
+        "spillway.cold_start": True,
+        "spillway.engine": "sglang",
+        "spillway.frames": 8,
+        "spillway.fps": 8,
+        "spillway.width": 64,
+        "spillway.height": 48,
+        "spillway.bytes": len(result.mp4),
+    }
+
+
+def test_invalid_render_span_is_an_error_in_the_callers_trace(
+    container: Container, spans: InMemorySpanExporter
+) -> None:
+    """An invalid request still makes its span in the caller's trace, ended with ERROR
+    and the exception recorded."""
+    container.run(_PartialFunctionFlags.ENTER_PRE_SNAPSHOT)
+    container.run(_PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+    request, caller = traced_request(width=63)
+
+    with pytest.raises(InvalidRenderRequest):
+        container.render(request)
+
+    [span] = [s for s in spans.get_finished_spans() if s.name == "renderer.render"]
+    assert span.context.trace_id == caller.trace_id
+    assert span.status.status_code is StatusCode.ERROR
+    assert "width must be an even number" in (span.status.description or "")
+    assert [event.name for event in span.events] == ["exception"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -75,7 +75,7 @@ class InhousePool(Pool):
     async def render(self, slot: Slot, job: Job, hooks: RenderHooks) -> Rendered:
         assert isinstance(slot, _InhouseSlot)
         endpoint = slot.endpoint
-        return await stream_render(
+        rendered = await stream_render(
             endpoint.stub,
             job,
             hooks,
@@ -83,6 +83,11 @@ class InhousePool(Pool):
             timeout_s=self._timeout_s,
             tmp_dir=self._tmp_dir,
         )
+        # A renderer calls the first render after its own start cold; but in-house
+        # renderers are up before any job is sent to them, so no input waits for a boot
+        # (Modal's meaning of cold, which the policy's estimates and the traces use).
+        info = replace(rendered.info, cold_start=False, boot_s=0.0, restore_s=0.0)
+        return replace(rendered, info=info)
 
     async def close(self) -> None:
         for endpoint in self._endpoints:
