@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run the whole stack locally with a sample render")
     dev.add_argument("--port", type=int, default=8000, help="gateway port (%(default)s)")
     dev.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9464,
+        help="scheduler's Prometheus port (%(default)s; 0 picks a free one)",
+    )
+    dev.add_argument(
         "--inhouse-slots", type=int, default=2, help="in-house renderer slots (%(default)s)"
     )
     dev.add_argument(
@@ -123,6 +129,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     options = DevOptions(
         port=args.port,
+        metrics_port=args.metrics_port,
         inhouse_slots=args.inhouse_slots,
         burst=args.burst if args.demo else 0,
         demo=args.demo,

@@ -72,6 +72,7 @@ class StackError(RuntimeError):
 @dataclass(frozen=True)
 class DevOptions:
     port: int
+    metrics_port: int
     inhouse_slots: int
     burst: int
     demo: bool
@@ -114,7 +115,10 @@ async def child(
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        # Spans printed to the console (`--trace`) reach the terminal; otherwise quiet.
+        stderr=None
+        if os.environ.get("OTEL_TRACES_EXPORTER") == "console"
+        else asyncio.subprocess.DEVNULL,
         env=env,
         start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
     )
@@ -244,6 +248,7 @@ async def run(options: DevOptions) -> int:
                     ),
                     "SPILLWAY_S3_BUCKET": BUCKET,
                     "SPILLWAY_S3_ENDPOINT_URL": s3_endpoint,
+                    "SPILLWAY_METRICS_LISTEN": f"127.0.0.1:{options.metrics_port}",
                 }
             )
             scheduler = SchedulerServer(config, tmp_dir=tmp)
@@ -258,6 +263,11 @@ async def run(options: DevOptions) -> int:
             )
             base = await stack.enter_async_context(gateway(scheduler.address, options.port))
             say(f"gateway    {base}/v1   (OpenAPI: {base}/openapi.json)")
+            say(
+                f"metrics    http://127.0.0.1:{scheduler.metrics_port}/metrics (scheduler), "
+                f"{base}/metrics (gateway)"
+            )
+            say(f"traces     {_tracing_destination()}")
             say(f"ready in {time.monotonic() - started:.1f} s\n")
             say(f"  export OPENAI_BASE_URL={base}/v1 SPILLWAY_BASE_URL={base}/v1")
             say(f"  export OPENAI_API_KEY={api_key} SPILLWAY_API_KEY={api_key}")
@@ -280,6 +290,18 @@ async def run(options: DevOptions) -> int:
             await stop.wait()
             say("\nshutting down")
     return 0
+
+
+def _tracing_destination() -> str:
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER")
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if exporter == "console":
+        return "printed to stderr, one line per span"
+    if exporter in (None, "", "otlp") and endpoint:
+        return f"exported over OTLP to {endpoint}"
+    return "not exported (set OTEL_EXPORTER_OTLP_ENDPOINT, or pass --trace to print them)"
 
 
 async def _demo(

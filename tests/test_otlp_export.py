@@ -194,6 +194,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Export:
     argv = [
         "dev",
         "--once",
+        "--metrics-port",
+        "0",
         "--port",
         str(free_port()),
         "--burst",
