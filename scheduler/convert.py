@@ -91,8 +91,8 @@ def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetS
     plan, signal = status.plan, status.signal
     applied = status.autoscale_applied
     return pb.GetSpilloverResponse(
-        mode=MODE[plan.state.mode],
-        mode_since=timestamp(plan.state.mode_since_ms or 0),
+        mode=MODE[status.state.mode],
+        mode_since=timestamp(status.state.mode_since_ms or 0),
         queued=signal.queued,
         high_watermark=config.high_watermark,
         low_watermark=config.low_watermark,

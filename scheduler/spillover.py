@@ -72,7 +72,10 @@ class PoolView:
 
 @dataclass(frozen=True)
 class Status:
+    state: PolicyState
+    """As saved: the mode the replicas act on."""
     plan: Plan
+    """What the policy would decide now (not saved)."""
     signal: Signal
     now_ms: int
     pools: tuple[PoolView, ...]
@@ -243,6 +246,7 @@ class Spillover:
             for name, s in stats.items()
         )
         return Status(
+            state=state,
             plan=plan,
             signal=signal,
             now_ms=now_ms,
