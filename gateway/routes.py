@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from spillway.v1 import scheduler_pb2
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
@@ -30,6 +31,16 @@ from gateway.videos import (
 )
 
 router = APIRouter(prefix="/v1", responses={"default": {"model": ErrorBody}})
+
+
+async def _video_id(video_id: str) -> str:
+    """The path's video id, also put on the request's span so that every request about
+    a video (reads, events, content) can be found by its job id."""
+    trace.get_current_span().set_attribute("spillway.job_id", video_id)
+    return video_id
+
+
+VideoId = Annotated[str, Depends(_video_id)]
 
 _ORDER = {
     None: scheduler_pb2.LIST_ORDER_UNSPECIFIED,
@@ -98,7 +109,9 @@ async def list_videos(
 
 
 @router.get("/videos/{video_id}", responses={200: {"model": Video}})
-async def retrieve_video(request: Request, metadata: CallerMetadata, video_id: str) -> JSONResponse:
+async def retrieve_video(
+    request: Request, metadata: CallerMetadata, video_id: VideoId
+) -> JSONResponse:
     """The video's current state; while it is pending, a hint of when to poll again."""
     gateway = backends(request)
     response: scheduler_pb2.GetJobResponse = await gateway.scheduler.GetJob(
@@ -113,7 +126,9 @@ async def retrieve_video(request: Request, metadata: CallerMetadata, video_id: s
 
 
 @router.delete("/videos/{video_id}", responses={200: {"model": VideoDeleted}})
-async def delete_video(request: Request, metadata: CallerMetadata, video_id: str) -> JSONResponse:
+async def delete_video(
+    request: Request, metadata: CallerMetadata, video_id: VideoId
+) -> JSONResponse:
     """Delete the video and its MP4, cancelling its render first if it still runs."""
     gateway = backends(request)
     response: scheduler_pb2.DeleteJobResponse = await gateway.scheduler.DeleteJob(
@@ -138,7 +153,7 @@ async def delete_video(request: Request, metadata: CallerMetadata, video_id: str
     },
 )
 async def download_video(
-    request: Request, metadata: CallerMetadata, video_id: str, variant: str = "video"
+    request: Request, metadata: CallerMetadata, video_id: VideoId, variant: str = "video"
 ) -> Response:
     """The MP4 of a completed video."""
     if variant != "video":
@@ -167,7 +182,7 @@ async def download_video(
 async def watch_video(
     request: Request,
     metadata: CallerMetadata,
-    video_id: str,
+    video_id: VideoId,
     after: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:

@@ -190,6 +190,7 @@ async def test_request_span_continues_the_callers_trace(
     assert f"{span.context.trace_id:032x}" == TRACE_ID
     assert span.parent is not None and f"{span.parent.span_id:016x}" == PARENT_ID
     assert (span.attributes or {})["http.route"] == "/v1/videos/{video_id}"
+    assert (span.attributes or {})["spillway.job_id"] == "video_123"
     # Only the server span: no per-message "http send"/"http receive" spans.
     assert [s.name for s in spans.get_finished_spans()] == [span.name]
 
