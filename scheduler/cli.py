@@ -3,6 +3,7 @@
 spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
 spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
+spillway simulate   replay a workload trace through the policy and baselines (no servers)
 spillway scheduler  run one scheduler replica (configured by SPILLWAY_* variables)
 spillway renderer   run an in-house renderer (same as `python -m renderer serve`)
 spillway gateway    run the REST gateway (same as `python -m gateway`)
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from renderer.telemetry import setup_logging, setup_tracing
 from scheduler.config import ConfigError, SchedulerConfig
+from scheduler.sim.policies import POLICY_NAMES
 from scheduler.validation import DEFAULT_SIZE, SECONDS, SIZES
 
 
@@ -116,6 +118,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     spill.set_defaults(run=_spillover)
 
+    simulate = commands.add_parser(
+        "simulate", help="replay a workload trace through the policy and baselines"
+    )
+    simulate.add_argument(
+        "--trace", type=Path, required=True, help="CSV: arrival_s,render_s[,priority]"
+    )
+    simulate.add_argument(
+        "--config", type=Path, help="TOML fleet and policy model (every key optional)"
+    )
+    simulate.add_argument(
+        "--policy",
+        action="append",
+        choices=POLICY_NAMES,
+        metavar="NAME",
+        help=f"run this policy (repeatable; default all: {', '.join(POLICY_NAMES)})",
+    )
+    simulate.add_argument("--json", action="store_true", help="one JSON object per policy")
+    simulate.set_defaults(run=_simulate)
+
     scheduler = commands.add_parser("scheduler", help="run one scheduler replica")
     scheduler.set_defaults(run=_scheduler)
     # Listed for --help; main() hands their arguments over before parsing.
@@ -203,6 +224,12 @@ def _spillover(args: argparse.Namespace) -> int:
         return 1
     print(spillover_cli.to_json(status) if args.json else spillover_cli.to_table(status))
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from scheduler.sim import cli as sim_cli
+
+    return sim_cli.run(args.trace, args.config, args.policy, as_json=args.json)
 
 
 def _scheduler(args: argparse.Namespace) -> int:

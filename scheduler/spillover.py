@@ -197,7 +197,9 @@ class Spillover:
         cold_s = info.boot_s + info.restore_s if info.cold_start else 0.0
         async with self._r.pipeline(transaction=False) as pipe:
             render_key = keys.samples(pool, "render")
-            pipe.lpush(render_key, int(max(0.0, wall_s - cold_s) * 1000))
+            # An input that joined a container partway through its boot waited less than
+            # the whole boot: the render itself is the floor.
+            pipe.lpush(render_key, int(max(info.render_s, wall_s - cold_s) * 1000))
             pipe.ltrim(render_key, 0, _SAMPLES_KEPT - 1)
             if info.cold_start:
                 cold_key = keys.samples(pool, "cold")

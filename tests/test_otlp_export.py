@@ -105,7 +105,13 @@ def children(trace: Sequence[ReceivedSpan], parent: ReceivedSpan, name: str) -> 
 def job_problems(job_id: str, spans: Sequence[ReceivedSpan]) -> Iterator[str]:
     """What the job's trace lacks: one submit with queue_wait and dispatch below it, and
     a completed dispatch with render (continued in a renderer process) and upload."""
-    mine = [s for s in spans if s.attr("spillway.job_id") == job_id]
+    # The gateway's later reads of the video (status, events, content) are requests of
+    # their own, in traces of their own; they carry the job id too, to be found by it.
+    mine = [
+        s
+        for s in spans
+        if s.attr("spillway.job_id") == job_id and not s.name.startswith(("GET ", "DELETE "))
+    ]
     if len({s.trace_id for s in mine}) != 1:
         yield f"{job_id}: its spans are in {len({s.trace_id for s in mine})} traces"
         return
