@@ -4,6 +4,7 @@ spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
 spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
 spillway simulate   replay a workload trace through the policy and baselines (no servers)
+spillway plan       the largest max_containers a monthly GPU budget pays for
 spillway scheduler  run one scheduler replica (configured by SPILLWAY_* variables)
 spillway renderer   run an in-house renderer (same as `python -m renderer serve`)
 spillway gateway    run the REST gateway (same as `python -m gateway`)
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from renderer.telemetry import setup_logging, setup_tracing
 from scheduler.config import ConfigError, SchedulerConfig
+from scheduler.plan import PlanInputs
 from scheduler.sim.policies import POLICY_NAMES
 from scheduler.validation import DEFAULT_SIZE, SECONDS, SIZES
 
@@ -137,6 +139,28 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", action="store_true", help="one JSON object per policy")
     simulate.set_defaults(run=_simulate)
 
+    plan = commands.add_parser(
+        "plan", help="the largest max_containers a monthly GPU budget pays for"
+    )
+    defaults = PlanInputs(budget_usd_month=1.0)
+    plan.add_argument("--budget-usd-month", type=float, required=True)
+    plan.add_argument("--gpu-usd-per-s", type=float, default=defaults.gpu_usd_per_s)
+    plan.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    plan.add_argument(
+        "--render-s", type=float, default=defaults.render_s, help="a warm render's GPU time"
+    )
+    plan.add_argument(
+        "--burst-hours-month",
+        type=float,
+        default=defaults.burst_hours_month,
+        help="hours a month the fleet may run flat out (%(default)s)",
+    )
+    plan.add_argument("--bursts-month", type=int, default=defaults.bursts_month)
+    plan.add_argument("--cold-start-s", type=float, default=defaults.cold_start_s)
+    plan.add_argument("--scaledown-window-s", type=float, default=defaults.scaledown_window_s)
+    plan.add_argument("--json", action="store_true", help="one JSON object")
+    plan.set_defaults(run=_plan)
+
     scheduler = commands.add_parser("scheduler", help="run one scheduler replica")
     scheduler.set_defaults(run=_scheduler)
     # Listed for --help; main() hands their arguments over before parsing.
@@ -223,6 +247,43 @@ def _spillover(args: argparse.Namespace) -> int:
         )
         return 1
     print(spillover_cli.to_json(status) if args.json else spillover_cli.to_table(status))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from scheduler.plan import plan_capacity
+
+    inputs = PlanInputs(
+        budget_usd_month=args.budget_usd_month,
+        gpu_usd_per_s=args.gpu_usd_per_s,
+        concurrency=args.concurrency,
+        render_s=args.render_s,
+        burst_hours_month=args.burst_hours_month,
+        bursts_month=args.bursts_month,
+        cold_start_s=args.cold_start_s,
+        scaledown_window_s=args.scaledown_window_s,
+    )
+    result = plan_capacity(inputs)
+    if args.json:
+        print(
+            json.dumps({**dataclasses.asdict(inputs), **dataclasses.asdict(result)}, sort_keys=True)
+        )
+        return 0
+    print(
+        f"max_containers   {result.max_containers}   "
+        f"(SPILLWAY_SPILL_MAX_CONTAINERS, SPILLWAY_MODAL_MAX_CONTAINERS)\n"
+        f"worst month      ${result.worst_month_usd:,.2f} of ${inputs.budget_usd_month:,.2f}: "
+        f"{inputs.burst_hours_month:g} h flat out in {inputs.bursts_month} bursts, each "
+        f"booting every container and idling it {inputs.scaledown_window_s:g} s after\n"
+        f"per container    ${result.container_usd_month:,.2f} a month at worst "
+        f"({result.overhead_share:.1%} of it booting and idling)\n"
+        f"per job          ${result.usd_per_job:.4f} ({inputs.render_s:g} s render, "
+        f"{inputs.concurrency} per container)\n"
+        f"throughput       {result.jobs_per_hour:,.0f} jobs an hour with every container busy"
+    )
     return 0
 
 

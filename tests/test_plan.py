@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from scheduler.plan import PlanInputs, plan_capacity
@@ -46,3 +50,22 @@ def test_bad_inputs_are_refused_by_name(field: str, value: float) -> None:
     """A nonsensical input raises an error that names it."""
     with pytest.raises(ValueError, match=field):
         PlanInputs(**{"budget_usd_month": 1000, field: value})  # type: ignore[arg-type]
+
+
+def test_cli_prints_the_plan_as_json_and_refuses_a_zero_budget() -> None:
+    """`spillway plan --json` prints the inputs and the answer; a zero budget exits 2
+    naming the input."""
+    command = [sys.executable, "-m", "scheduler", "plan"]
+    done = subprocess.run(
+        [*command, "--budget-usd-month", "1000000", "--gpu-usd-per-s", "1", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    plan = json.loads(done.stdout)
+    assert plan["max_containers"] == 4  # each container: (216000 + 30 x 330) s at $1/s
+    assert plan["budget_usd_month"] == 1_000_000
+    refused = subprocess.run(
+        [*command, "--budget-usd-month", "0"], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 2 and "budget_usd_month" in refused.stderr
