@@ -137,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"run this policy (repeatable; default all: {', '.join(POLICY_NAMES)})",
     )
     simulate.add_argument("--json", action="store_true", help="one JSON object per policy")
+    simulate.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT.png",
+        help="also draw queue depth, mode, containers and latency over time to this PNG "
+        "(needs matplotlib: pip install 'spillway[sim]')",
+    )
     simulate.set_defaults(run=_simulate)
 
     plan = commands.add_parser(
@@ -290,7 +297,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from scheduler.sim import cli as sim_cli
 
-    return sim_cli.run(args.trace, args.config, args.policy, as_json=args.json)
+    return sim_cli.run(args.trace, args.config, args.policy, as_json=args.json, plot=args.plot)
 
 
 def _scheduler(args: argparse.Namespace) -> int:

@@ -11,7 +11,9 @@ models of the in-house fleet and of Modal (`spillway simulate`).
   a function with `decide`'s signature (`POLICIES`, `get_policy`);
 - `engine`: `simulate(trace, config, policy) -> RunResult` (per-job records, mode
   changes, time series, Modal GPU time and cost);
-- `report`: `summarize(result)` and its JSON-lines and table forms.
+- `report`: `summarize(result)` and its JSON-lines and table forms;
+- `plot`: `plot_runs(results, path)`, the runs over time as a PNG (`--plot`; needs
+  matplotlib, the `sim` extra, imported only then).
 """
 
 from scheduler.sim.config import (
