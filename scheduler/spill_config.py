@@ -14,11 +14,11 @@ from scheduler.policy import PolicyConfig, PrewarmWindow
 HIGH_WATERMARK = "SPILLWAY_HIGH_WATERMARK"
 """Queued jobs at or above which spilling starts. Default 8."""
 LOW_WATERMARK = "SPILLWAY_LOW_WATERMARK"
-"""Queued jobs at or below which spilling stops. Default 2."""
+"""Queued jobs at or below which spilling stops. Default 0."""
 ENTER_DWELL_S = "SPILLWAY_ENTER_DWELL_S"
 """How long the queue must stay at or above the high watermark before spilling. Default 2."""
 EXIT_DWELL_S = "SPILLWAY_EXIT_DWELL_S"
-"""How long it must stay at or below the low watermark before spilling stops. Default 30."""
+"""How long it must stay at or below the low watermark before spilling stops. Default 240."""
 MIN_MODE_S = "SPILLWAY_MIN_MODE_S"
 """Least time between two mode changes. Default 10."""
 MAX_SPILL_PER_DECISION = "SPILLWAY_MAX_SPILL_PER_DECISION"
@@ -106,9 +106,9 @@ def policy_from_env(env: Mapping[str, str]) -> PolicyConfig:
     try:
         return PolicyConfig(
             high_watermark=get(env, HIGH_WATERMARK, "8", int_at_least(1)),
-            low_watermark=get(env, LOW_WATERMARK, "2", int_at_least(0)),
+            low_watermark=get(env, LOW_WATERMARK, "0", int_at_least(0)),
             enter_dwell_ms=ms(ENTER_DWELL_S, "2"),
-            exit_dwell_ms=ms(EXIT_DWELL_S, "30"),
+            exit_dwell_ms=ms(EXIT_DWELL_S, "240"),
             min_mode_ms=ms(MIN_MODE_S, "10"),
             max_spill_per_decision=get(env, MAX_SPILL_PER_DECISION, "8", int_at_least(1)),
             max_containers=get(env, SPILL_MAX_CONTAINERS, "10", int_at_least(1)),

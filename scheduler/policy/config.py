@@ -27,10 +27,13 @@ class PrewarmWindow:
 class PolicyConfig:
     high_watermark: int = 8
     """Queued jobs at or above which the policy starts spilling (after `enter_dwell_ms`)."""
-    low_watermark: int = 2
+    low_watermark: int = 0
     """Queued jobs at or below which it stops spilling (after `exit_dwell_ms`)."""
     enter_dwell_ms: int = 2_000
-    exit_dwell_ms: int = 30_000
+    exit_dwell_ms: int = 240_000
+    """Long, on purpose: containers booted for a spill bill through their scaledown
+    window anyway, so leaving spill mode early only makes jobs wait in-house beside
+    warm, paid-for containers, and the next rise boot more (tools/bench_policies.py)."""
     min_mode_ms: int = 10_000
     """No mode change sooner than this after the last: no input can make it flap faster."""
     max_spill_per_decision: int = 8

@@ -24,9 +24,9 @@ Every key with its default:
     budget_usd_month = 10000    # the policy's monthly budget; the run is a month's start
     [policy]                    # as the SPILLWAY_* variables of the same names:
     high_watermark = 8
-    low_watermark = 2
+    low_watermark = 0
     enter_dwell_s = 2
-    exit_dwell_s = 30
+    exit_dwell_s = 240
     min_mode_s = 10
     max_spill_per_decision = 8
     queue_timeout_s = 1800      # applies to every policy
@@ -182,20 +182,34 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
         knobs = PolicyConfig(
             high_watermark=policy.integer("high_watermark", defaults.high_watermark, low=1),
             low_watermark=policy.integer("low_watermark", defaults.low_watermark, low=0),
-            enter_dwell_ms=policy.seconds_ms("enter_dwell_s", 2),
-            exit_dwell_ms=policy.seconds_ms("exit_dwell_s", 30),
-            min_mode_ms=policy.seconds_ms("min_mode_s", 10),
-            max_spill_per_decision=policy.integer("max_spill_per_decision", 8, low=1),
-            queue_timeout_ms=policy.seconds_ms("queue_timeout_s", 1800, positive=True),
+            enter_dwell_ms=policy.seconds_ms("enter_dwell_s", defaults.enter_dwell_ms / 1000),
+            exit_dwell_ms=policy.seconds_ms("exit_dwell_s", defaults.exit_dwell_ms / 1000),
+            min_mode_ms=policy.seconds_ms("min_mode_s", defaults.min_mode_ms / 1000),
+            max_spill_per_decision=policy.integer(
+                "max_spill_per_decision", defaults.max_spill_per_decision, low=1
+            ),
+            queue_timeout_ms=policy.seconds_ms(
+                "queue_timeout_s", defaults.queue_timeout_ms / 1000, positive=True
+            ),
             max_queued=policy.integer("max_queued", defaults.max_queued, low=1),
             prewarm_windows=policy.windows("prewarm_windows"),
-            prewarm_rise_per_min=policy.number("prewarm_rise_per_min", 0.0),
-            prewarm_containers=policy.integer("prewarm_containers", 1, low=0),
-            prewarm_hold_ms=policy.seconds_ms("prewarm_hold_s", 120),
-            rate_window_ms=policy.seconds_ms("rate_window_s", 10, positive=True),
-            inhouse_render_ms=policy.seconds_ms("est_inhouse_render_s", 60),
-            modal_render_ms=policy.seconds_ms("est_spill_render_s", 60),
-            cold_start_ms=policy.seconds_ms("est_cold_start_s", 30),
+            prewarm_rise_per_min=policy.number(
+                "prewarm_rise_per_min", defaults.prewarm_rise_per_min
+            ),
+            prewarm_containers=policy.integer(
+                "prewarm_containers", defaults.prewarm_containers, low=0
+            ),
+            prewarm_hold_ms=policy.seconds_ms("prewarm_hold_s", defaults.prewarm_hold_ms / 1000),
+            rate_window_ms=policy.seconds_ms(
+                "rate_window_s", defaults.rate_window_ms / 1000, positive=True
+            ),
+            inhouse_render_ms=policy.seconds_ms(
+                "est_inhouse_render_s", defaults.inhouse_render_ms / 1000
+            ),
+            modal_render_ms=policy.seconds_ms(
+                "est_spill_render_s", defaults.modal_render_ms / 1000
+            ),
+            cold_start_ms=policy.seconds_ms("est_cold_start_s", defaults.cold_start_ms / 1000),
             **_fleet_fields(modal_model),
         )
     except ValueError as exc:
