@@ -314,18 +314,12 @@ class Renderer:
                 modal.experimental.stop_fetching_inputs()
             raise
         tracing.finished(span, result, decoder.seconds)
-        metadata = RemoteMetadata(
+        metadata = RemoteMetadata.of(
+            result,
             container_id=container_id,
             cold_start=cold,
-            boot_seconds=self._boot_seconds if cold else 0.0,
-            restore_seconds=self._restore_seconds if cold else 0.0,
-            render_seconds=result.render_seconds,
-            bytes=result.bytes,
-            sha256=result.sha256,
-            duration_seconds=result.duration_seconds,
-            frames=result.frames,
-            fps=result.fps,
-            engine=result.engine,
+            boot_seconds=self._boot_seconds,
+            restore_seconds=self._restore_seconds,
         )
         return RemoteResult(mp4=mp4, metadata=metadata).to_dict()
 

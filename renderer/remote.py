@@ -9,7 +9,10 @@ nothing next to the render, and keeps the renderer free of S3 credentials.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from renderer.pipeline import RenderResult
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,31 @@ class RemoteMetadata:
     frames: int
     fps: int
     engine: str
+
+    @classmethod
+    def of(
+        cls,
+        result: RenderResult,
+        *,
+        container_id: str,
+        cold_start: bool,
+        boot_seconds: float,
+        restore_seconds: float,
+    ) -> RemoteMetadata:
+        """A finished render's metadata; boot and restore count only on a cold input."""
+        return cls(
+            container_id=container_id,
+            cold_start=cold_start,
+            boot_seconds=boot_seconds if cold_start else 0.0,
+            restore_seconds=restore_seconds if cold_start else 0.0,
+            render_seconds=result.render_seconds,
+            bytes=result.bytes,
+            sha256=result.sha256,
+            duration_seconds=result.duration_seconds,
+            frames=result.frames,
+            fps=result.fps,
+            engine=result.engine,
+        )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import threading
@@ -29,6 +30,7 @@ from spillway.v1 import renderer_pb2, renderer_pb2_grpc
 from renderer import tracing
 from renderer.errors import RendererBusy, RendererError
 from renderer.pipeline import FrameDecoder, RenderResult, TokenEngine, render_to_file
+from renderer.remote import RemoteMetadata
 from renderer.validation import render_spec
 
 logger = logging.getLogger(__name__)
@@ -193,19 +195,15 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
     def _metadata(
         self, result: RenderResult, boot_seconds: float | None
     ) -> renderer_pb2.RenderMetadata:
-        return renderer_pb2.RenderMetadata(
+        # The gRPC message and the Modal result carry the same fields.
+        metadata = RemoteMetadata.of(
+            result,
             container_id=self._container_id,
             cold_start=boot_seconds is not None,
             boot_seconds=boot_seconds or 0.0,
             restore_seconds=0.0,
-            render_seconds=result.render_seconds,
-            bytes=result.bytes,
-            sha256=result.sha256,
-            duration_seconds=result.duration_seconds,
-            frames=result.frames,
-            fps=result.fps,
-            engine=result.engine,
         )
+        return renderer_pb2.RenderMetadata(**dataclasses.asdict(metadata))
 
 
 class _ProgressRelay:

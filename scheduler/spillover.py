@@ -19,7 +19,6 @@ import redis.asyncio as redis
 from scheduler import keys
 from scheduler.policy import (
     Autoscale,
-    Estimates,
     Mode,
     Plan,
     PolicyConfig,
@@ -29,18 +28,14 @@ from scheduler.policy import (
     Transition,
     cost_usd,
     decide,
-    quantile,
     retry_after_s,
 )
+from scheduler.policy.estimates import AGES_SAMPLED, SAMPLES_KEPT, estimate
 from scheduler.pools.base import PoolStats, RenderInfo
 from scheduler.store import load_script
 
 log = logging.getLogger(__name__)
 
-_AGES_SAMPLED = 32
-_SAMPLES_KEPT = 64
-_RENDER_QUANTILE = 0.5
-_COLD_QUANTILE = 0.9
 _TRANSITIONS_KEPT = 1000
 _CAS_TRIES = 8
 _SPEND_TTL_S = 40 * 86_400
@@ -115,7 +110,7 @@ class Spillover:
             pipe.time()
             pipe.hmget(keys.POLICY, ["state", "version"])
             pipe.zcard(keys.QUEUE)
-            pipe.zrange(keys.QUEUED_AT, 0, _AGES_SAMPLED - 1, withscores=True)
+            pipe.zrange(keys.QUEUED_AT, 0, AGES_SAMPLED - 1, withscores=True)
             pipe.scard(keys.running(self._inhouse))
             pipe.scard(keys.running(spill))
             pipe.lrange(keys.samples(self._inhouse, "render"), 0, -1)
@@ -145,15 +140,7 @@ class Spillover:
             modal_ready_slots=spill_stats.ready_slots if spill_stats else 0,
             modal_available=self._spill is not None and spill_available,
             spent_usd=float(spent or 0.0),
-            estimates=Estimates(
-                inhouse_render_ms=quantile(
-                    _ints(inhouse_renders), _RENDER_QUANTILE, cfg.inhouse_render_ms
-                ),
-                modal_render_ms=quantile(
-                    _ints(spill_renders), _RENDER_QUANTILE, cfg.modal_render_ms
-                ),
-                cold_start_ms=quantile(_ints(colds), _COLD_QUANTILE, cfg.cold_start_ms),
-            ),
+            estimates=estimate(_ints(inhouse_renders), _ints(spill_renders), _ints(colds), cfg),
         )
         return decode_state(state_json), version or "0", signal, now_ms
 
@@ -200,11 +187,11 @@ class Spillover:
             # An input that joined a container partway through its boot waited less than
             # the whole boot: the render itself is the floor.
             pipe.lpush(render_key, int(max(info.render_s, wall_s - cold_s) * 1000))
-            pipe.ltrim(render_key, 0, _SAMPLES_KEPT - 1)
+            pipe.ltrim(render_key, 0, SAMPLES_KEPT - 1)
             if info.cold_start:
                 cold_key = keys.samples(pool, "cold")
                 pipe.lpush(cold_key, int(cold_s * 1000))
-                pipe.ltrim(cold_key, 0, _SAMPLES_KEPT - 1)
+                pipe.ltrim(cold_key, 0, SAMPLES_KEPT - 1)
             if pool == self._spill:
                 usd = cost_usd(int((info.render_s + cold_s) * 1000), self.config)
                 spend_key = keys.spend(_month())

@@ -320,18 +320,12 @@ class FakeModal:
             mp4 = path.read_bytes()
         finally:
             path.unlink(missing_ok=True)
-        metadata = RemoteMetadata(
+        metadata = RemoteMetadata.of(
+            rendered,
             container_id=container_id,
             cold_start=cold,
-            boot_seconds=self.boot_s if cold else 0.0,
-            restore_seconds=self.restore_s if cold else 0.0,
-            render_seconds=rendered.render_seconds,
-            bytes=rendered.bytes,
-            sha256=rendered.sha256,
-            duration_seconds=rendered.duration_seconds,
-            frames=rendered.frames,
-            fps=rendered.fps,
-            engine=rendered.engine,
+            boot_seconds=self.boot_s,
+            restore_seconds=self.restore_s,
         )
         if call.corrupt:
             mp4 = mp4[:-1] + bytes([mp4[-1] ^ 0xFF])

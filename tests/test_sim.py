@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scheduler import cli, spillover, validation
+from scheduler import cli, validation
 from scheduler.policy import Mode, PolicyConfig, decide
 from scheduler.sim import (
     POLICY_NAMES,
@@ -23,7 +23,6 @@ from scheduler.sim import (
     SimConfig,
     SimConfigError,
     TraceError,
-    engine,
     get_policy,
     load_trace,
     parse_config,
@@ -383,10 +382,6 @@ def test_bad_inputs_make_the_command_exit_2_naming_the_problem(
 
 
 def test_the_signal_is_read_as_the_scheduler_reads_it() -> None:
-    """The sample sizes and quantiles are those of `scheduler.spillover`, and the priority
-    range that of `scheduler.validation`."""
-    assert engine.AGES_SAMPLED == spillover._AGES_SAMPLED
-    assert engine.SAMPLES_KEPT == spillover._SAMPLES_KEPT
-    assert engine.RENDER_QUANTILE == spillover._RENDER_QUANTILE
-    assert engine.COLD_QUANTILE == spillover._COLD_QUANTILE
+    """The priority range is that of `scheduler.validation` (the sample sizes and
+    quantiles are shared through `scheduler.policy.estimates`)."""
     assert trace.MAX_PRIORITY == validation.MAX_PRIORITY

@@ -37,7 +37,6 @@ from enum import StrEnum
 
 from scheduler.policy import (
     Autoscale,
-    Estimates,
     Mode,
     Plan,
     PolicyState,
@@ -45,8 +44,8 @@ from scheduler.policy import (
     Signal,
     Target,
     Transition,
-    quantile,
 )
+from scheduler.policy.estimates import AGES_SAMPLED, SAMPLES_KEPT, estimate
 from scheduler.sim.config import SimConfig
 from scheduler.sim.fleets import (
     ContainerFleet,
@@ -58,12 +57,6 @@ from scheduler.sim.fleets import (
 )
 from scheduler.sim.policies import SimPolicy, get_policy
 from scheduler.sim.trace import MAX_PRIORITY, TraceJob
-
-# As scheduler/spillover.py reads the signal and turns samples into estimates.
-AGES_SAMPLED = 32
-SAMPLES_KEPT = 64
-RENDER_QUANTILE = 0.5
-COLD_QUANTILE = 0.9
 
 
 class Pool(StrEnum):
@@ -322,14 +315,8 @@ class _Run:
             modal_ready_slots=self.modal.ready_slots,
             modal_available=True,
             spent_usd=self.modal.billed_ms(self.now) / 1000 * self.config.modal.gpu_usd_per_s,
-            estimates=Estimates(
-                inhouse_render_ms=quantile(
-                    self.renders[Pool.INHOUSE], RENDER_QUANTILE, defaults.inhouse_render_ms
-                ),
-                modal_render_ms=quantile(
-                    self.renders[Pool.MODAL], RENDER_QUANTILE, defaults.modal_render_ms
-                ),
-                cold_start_ms=quantile(self.colds, COLD_QUANTILE, defaults.cold_start_ms),
+            estimates=estimate(
+                self.renders[Pool.INHOUSE], self.renders[Pool.MODAL], self.colds, defaults
             ),
         )
 
