@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from opentelemetry import trace
 from structlog.contextvars import bound_contextvars
 
 from scheduler import tracing
 from scheduler.events import EventHub, LiveQueue
+from scheduler.fleet import Fleet
 from scheduler.jobs import Job, Output, Status
 from scheduler.metrics import SchedulerMetrics, failure_reason
+from scheduler.outage import CONNECTION_ERRORS, Outage
 from scheduler.pools.base import Pool, Rendered, RenderError, RenderInfo, Slot, Superseded
 from scheduler.spillover import Spillover
 from scheduler.storage import ObjectStore, StorageError
@@ -24,13 +29,26 @@ from scheduler.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Job progress while rendering spans 1-90; uploading is 95; completed is 100.
 _RENDER_SPAN = 89
 _UPLOADING = 95
 _PROGRESS_STEP = 5
-# A fleet that turned a job away keeps its slot reserved this long, so the requeued
-# job is not sent straight back to it.
-_FULL_FLEET_HOLD_S = 0.5
+_MIN_BACKOFF_S = 0.2
+_MAX_UPLOAD_BACKOFF_S = 30.0
+_MAX_REDIS_BACKOFF_S = 2.0
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    replica_id: str
+    upload_retry_s: float
+    """How long an upload is retried through an S3 outage before the job fails."""
+    redis_retry_s: float
+    """How long the attempt's own writes (progress, complete, requeue) are retried
+    through a Redis outage; past it the job is left to its lease, which another replica
+    reclaims."""
 
 
 @dataclass(eq=False)
@@ -58,16 +76,21 @@ class AttemptRunner:
         store: JobStore,
         hub: EventHub,
         spillover: Spillover,
+        fleet: Fleet,
         objects: ObjectStore,
         metrics: SchedulerMetrics,
-        replica_id: str,
+        config: RunnerConfig,
     ) -> None:
         self._store = store
         self._hub = hub
         self._spillover = spillover
+        self._fleet = fleet
         self._objects = objects
         self._metrics = metrics
-        self._replica_id = replica_id
+        self._config = config
+        self._replica_id = config.replica_id
+        self._s3 = Outage("S3 uploads", log, expected=(StorageError,))
+        self._redis = Outage("job updates to Redis", log)
 
     async def run(self, attempt: Attempt) -> None:
         job = attempt.job
@@ -135,24 +158,20 @@ class AttemptRunner:
             try:
                 rendered = await self._render(attempt, slot, acquiring_ns)
                 wall_s = (time.time_ns() - acquiring_ns) / 1e9
-            except RenderError as exc:
-                if not exc.charge_attempt:
-                    self._count_failure(pool, exc)
-                    await self._retry_or_fail(attempt, "render_failed", str(exc), True, False)
-                    await asyncio.sleep(_FULL_FLEET_HOLD_S)
-                    return
-                raise
             finally:
                 slot.release()
             self._metrics.render_observed(pool.name, wall_s, rendered.info)
-            await self._spillover.record(pool.name, rendered.info, wall_s)
-            if not await self._store.progress(job, "uploading", _UPLOADING):
+            await self._record(pool.name, rendered.info, wall_s)
+            if not await self._durably(lambda: self._store.progress(job, "uploading", _UPLOADING)):
                 raise Superseded(job.id)
-            output = await self._upload(job, rendered)
-            result = await self._store.complete(job, output)
-            if result is Finish.GONE:
-                # Deleted while we rendered: nobody will read this object.
-                await self._objects.delete(output.key)
+            output = await self._upload(attempt, rendered)
+            if output is None:
+                return
+            result = await self._durably(lambda: self._store.complete(job, output))
+            if result is not Finish.OK:
+                # Deleted, cancelled or taken over while we uploaded: the object is this
+                # attempt's own (its key carries the lease), and nobody will read it.
+                await self._discard_object(output.key)
             attempt.outcome = {Finish.OK: "completed", Finish.GONE: "deleted"}.get(
                 result, "superseded"
             )
@@ -165,13 +184,18 @@ class AttemptRunner:
             log.info("job %s was cancelled or taken over; dropped its render", job.id)
         except RenderError as exc:
             self._count_failure(pool, exc)
+            if exc.endpoint_down and job.endpoint:
+                await self._report_endpoint(job.endpoint, str(exc))
             await self._retry_or_fail(
                 attempt, "render_failed", str(exc), exc.retryable, exc.charge_attempt
             )
-        except StorageError as exc:
-            await self._retry_or_fail(attempt, "upload_failed", str(exc), True, True)
         except asyncio.CancelledError:
             raise
+        except CONNECTION_ERRORS as exc:
+            # Redis stayed away longer than the attempt waits for it: the lease lapses
+            # and another replica (or this one) reclaims the job once Redis is back.
+            attempt.outcome = "abandoned"
+            log.warning("job %s left to its lease: %s: %s", job.id, type(exc).__name__, exc)
         except Exception as exc:
             log.exception("job %s failed unexpectedly", job.id)
             await self._retry_or_fail(
@@ -200,19 +224,48 @@ class AttemptRunner:
             _cold_start_span(pool.name, info, acquiring_ns)
         return rendered
 
-    async def _upload(self, job: Job, rendered: Rendered) -> Output:
-        key = self._objects.key_for(job.id)
+    async def _upload(self, attempt: Attempt, rendered: Rendered) -> Output | None:
+        """Stores the MP4, retrying with backoff through an S3 outage while the job keeps
+        its lease (the dispatcher renews it, and cancels this attempt if the job moves
+        on). A finished render is never redone for an S3 error; only past
+        `upload_retry_s` does the job fail. Returns None then."""
+        job = attempt.job
+        key = self._objects.key_for(job.id, job.lease)
         attributes = {"spillway.bucket": self._objects.bucket, "spillway.key": key}
-        began = time.monotonic()
+        deadline = time.monotonic() + self._config.upload_retry_s
+        backoff = _MIN_BACKOFF_S
+        tries = 0
         with tracing.traced("upload", attributes) as span:
-            try:
-                uploaded = await self._objects.put_file(rendered.path, key)
-            except StorageError:
-                self._metrics.upload_failed()
-                raise
+            while True:
+                tries += 1
+                began = time.monotonic()
+                try:
+                    uploaded = await self._objects.put_file(rendered.path, key)
+                    break
+                except StorageError as exc:
+                    self._metrics.upload_failed()
+                    self._s3.failed(exc)
+                    span.record_exception(exc, attributes={"spillway.try": tries})
+                    if time.monotonic() + backoff > deadline:
+                        span.set_attribute("spillway.upload_tries", tries)
+                        await self._retry_or_fail(
+                            attempt,
+                            "upload_failed",
+                            f"{exc} (tried {tries} times over {self._config.upload_retry_s:.0f} s)",
+                            False,
+                            True,
+                        )
+                        return None
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                    backoff = min(backoff * 2, _MAX_UPLOAD_BACKOFF_S)
+            self._s3.ok()
             self._metrics.upload_observed(uploaded.bytes, time.monotonic() - began)
             span.set_attributes(
-                {"spillway.bytes": uploaded.bytes, "spillway.parts": uploaded.parts}
+                {
+                    "spillway.bytes": uploaded.bytes,
+                    "spillway.parts": uploaded.parts,
+                    "spillway.upload_tries": tries,
+                }
             )
         return Output(
             bucket=uploaded.bucket,
@@ -222,6 +275,44 @@ class AttemptRunner:
             duration_s=rendered.info.duration_s,
         )
 
+    async def _discard_object(self, key: str) -> None:
+        try:
+            await self._objects.delete(key)
+        except StorageError as exc:
+            log.warning("could not delete the unused object %s: %s", key, exc)
+
+    async def _record(self, pool: str, info: RenderInfo, wall_s: float) -> None:
+        """Feeds the policy's estimates; a sample lost to a Redis outage costs nothing
+        that matters more than the render it would delay."""
+        try:
+            await self._spillover.record(pool, info, wall_s)
+        except CONNECTION_ERRORS as exc:
+            log.debug("render sample not recorded: %s", exc)
+
+    async def _report_endpoint(self, address: str, failure: str) -> None:
+        try:
+            await self._fleet.report(address, failure)
+        except CONNECTION_ERRORS as exc:
+            log.debug("could not report renderer %s as failing: %s", address, exc)
+
+    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Runs one of the attempt's fenced writes, retrying it through a Redis outage
+        for up to `redis_retry_s` (the write is fenced, so a late one is harmless)."""
+        deadline = time.monotonic() + self._config.redis_retry_s
+        backoff = _MIN_BACKOFF_S
+        while True:
+            try:
+                result = await write()
+            except CONNECTION_ERRORS as exc:
+                self._redis.failed(exc)
+                if time.monotonic() + backoff > deadline:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_REDIS_BACKOFF_S)
+                continue
+            self._redis.ok()
+            return result
+
     def _count_failure(self, pool: Pool, exc: RenderError) -> None:
         self._metrics.render_failed(pool.name, failure_reason(str(exc), exc.retryable))
 
@@ -230,10 +321,17 @@ class AttemptRunner:
     ) -> None:
         job = attempt.job
         log.warning("job %s attempt %d: %s: %s", job.id, job.attempt, code, message)
-        if retryable:
-            result = await self._store.requeue(job, code, message, counts=charge)
-        else:
-            result = (await self._store.fail(job, code, message)).value
+        try:
+            if retryable:
+                result = await self._durably(
+                    lambda: self._store.requeue(job, code, message, counts=charge)
+                )
+            else:
+                result = (await self._durably(lambda: self._store.fail(job, code, message))).value
+        except CONNECTION_ERRORS as exc:
+            attempt.outcome = "abandoned"
+            log.warning("job %s left to its lease: %s: %s", job.id, type(exc).__name__, exc)
+            return
         attempt.outcome = {"ok": "failed"}.get(result, result)
         if attempt.outcome == "failed":
             self._metrics.job_finished(attempt.pool.name, "failed", None)
@@ -269,7 +367,12 @@ class _Hooks:
         if progress - self._reported < _PROGRESS_STEP and percent < 100:
             return True
         self._reported = progress
-        return await self._store.progress(self._attempt.job, "progress", progress)
+        try:
+            return await self._store.progress(self._attempt.job, "progress", progress)
+        except CONNECTION_ERRORS:
+            # Progress is advisory: a render goes on through a Redis outage, and its
+            # completion (which is retried) tells whether the job is still ours.
+            return True
 
     async def remote_call(self, call_id: str) -> bool:
         self._attempt.call_id = call_id

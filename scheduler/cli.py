@@ -3,6 +3,7 @@
 spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
 spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
+spillway fleet      list, add, drain or remove in-house renderers (in Redis, at run time)
 spillway simulate   replay a workload trace through the policy and baselines (no servers)
 spillway plan       the largest max_containers a monthly GPU budget pays for
 spillway scheduler  run one scheduler replica (configured by SPILLWAY_* variables)
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from renderer.telemetry import setup_logging, setup_tracing
+from scheduler import fleet_cli
 from scheduler.config import ConfigError, SchedulerConfig
 from scheduler.plan import PlanInputs
 from scheduler.sim.policies import POLICY_NAMES
@@ -119,6 +121,24 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="(SPILLWAY_API_KEY)"
     )
     spill.set_defaults(run=_spillover)
+
+    fleet = commands.add_parser(
+        "fleet",
+        help="list, add, drain or remove in-house renderers, live",
+        description="The in-house fleet lives in Redis (SPILLWAY_INHOUSE_RENDERERS only "
+        "seeds it); every scheduler replica sees a change at once. drain: no new work, "
+        "what runs finishes; remove: forget it, what runs finishes.",
+    )
+    fleet.add_argument("action", choices=fleet_cli.ACTIONS)
+    fleet.add_argument("address", nargs="?", help="the renderer's host:port")
+    fleet.add_argument("--slots", type=int, default=2, help="for add (%(default)s)")
+    fleet.add_argument("--json", action="store_true", help="for list: one JSON array")
+    fleet.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="(REDIS_URL, default %(default)s)",
+    )
+    fleet.set_defaults(run=_fleet)
 
     simulate = commands.add_parser(
         "simulate", help="replay a workload trace through the policy and baselines"
@@ -255,6 +275,14 @@ def _spillover(args: argparse.Namespace) -> int:
         return 1
     print(spillover_cli.to_json(status) if args.json else spillover_cli.to_table(status))
     return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    status, text = asyncio.run(
+        fleet_cli.run(args.redis_url, args.action, args.address, args.slots, as_json=args.json)
+    )
+    print(text, file=sys.stderr if status else sys.stdout)
+    return status
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -26,7 +26,9 @@ LISTEN = "SPILLWAY_SCHEDULER_LISTEN"
 API_KEYS = "SPILLWAY_API_KEYS"
 """Comma-separated `key=tenant` pairs. Required."""
 INHOUSE_RENDERERS = "SPILLWAY_INHOUSE_RENDERERS"
-"""Comma-separated `host:port=slots` in-house renderer endpoints. Default 127.0.0.1:50061=2."""
+"""Comma-separated `host:port=slots` in-house renderer endpoints. Default 127.0.0.1:50061=2.
+It seeds the fleet in Redis, which `spillway fleet` edits at run time; a replica starting
+with a value not seeded before adds its endpoints."""
 MODELS = "SPILLWAY_MODELS"
 """Comma-separated model names accepted on submit; the first is the default."""
 S3_BUCKET = "SPILLWAY_S3_BUCKET"
@@ -43,6 +45,9 @@ S3_MULTIPART_THRESHOLD_BYTES = "SPILLWAY_S3_MULTIPART_THRESHOLD_BYTES"
 """Uploads at least this large go multipart. Default 8 MiB."""
 S3_PART_BYTES = "SPILLWAY_S3_PART_BYTES"
 """Multipart part size. Default 8 MiB (S3's minimum is 5 MiB)."""
+S3_THREADS = "SPILLWAY_S3_THREADS"
+"""Threads for S3 calls (uploads, deletes, checks), apart from the scheduler's others, so
+an S3 outage cannot starve them. Default 8."""
 PRESIGN_EXPIRES_S = "SPILLWAY_PRESIGN_EXPIRES_S"
 """Lifetime of a content URL. Default 3600."""
 RETENTION_S = "SPILLWAY_RETENTION_S"
@@ -60,6 +65,27 @@ SHUTDOWN_GRACE_S = "SPILLWAY_SHUTDOWN_GRACE_S"
 METRICS_LISTEN = "SPILLWAY_METRICS_LISTEN"
 """host:port of the Prometheus endpoint (`/metrics`). Default 127.0.0.1:9464; empty turns
 it off; port 0 picks a free one."""
+REDIS_MAX_CONNECTIONS = "SPILLWAY_REDIS_MAX_CONNECTIONS"
+"""Connections this replica may open to Redis for commands; a call finding them all busy
+waits for one (up to `SPILLWAY_REDIS_POOL_WAIT_S`) instead of failing. Blocking waits and
+the event feed have connections of their own on top. Default 64."""
+REDIS_POOL_WAIT_S = "SPILLWAY_REDIS_POOL_WAIT_S"
+"""How long a Redis call waits for a free connection before it fails. Default 10."""
+REDIS_TIMEOUT_S = "SPILLWAY_REDIS_TIMEOUT_S"
+"""Socket timeout of a Redis command (blocking waits get the wait plus this). Default 5."""
+FLEET_PROBE_INTERVAL_S = "SPILLWAY_FLEET_PROBE_INTERVAL_S"
+"""How often the in-house renderers are health-probed (by one replica at a time), and so
+how soon an ejected one that serves again is re-admitted. Default 2."""
+FLEET_EJECT_AFTER = "SPILLWAY_FLEET_EJECT_AFTER"
+"""Consecutive failures (a render that could not connect, a failed probe) that eject an
+in-house renderer. Default 1: a job that could not reach one goes elsewhere at once, and
+the probe re-admits it as soon as it serves."""
+UPLOAD_RETRY_S = "SPILLWAY_UPLOAD_RETRY_S"
+"""How long a finished render's upload is retried through an S3 outage before its job
+fails (`upload_failed`). The render is never redone for an S3 error. Default 3600."""
+GRPC_MAX_STREAMS = "SPILLWAY_GRPC_MAX_STREAMS"
+"""Concurrent RPCs (WatchJob streams included) the scheduler serves per HTTP/2
+connection. Default 10000."""
 REPLICA_ID = "SPILLWAY_REPLICA_ID"
 """This replica's name in leases and logs. Default host-pid-random."""
 
@@ -89,6 +115,7 @@ class S3Config:
     multipart_threshold_bytes: int
     part_bytes: int
     presign_expires_s: int
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,13 @@ class SchedulerConfig:
     shutdown_grace_s: float
     replica_id: str
     metrics_listen: str
+    redis_max_connections: int
+    redis_pool_wait_s: float
+    redis_timeout_s: float
+    fleet_probe_interval_s: float
+    fleet_eject_after: int
+    upload_retry_s: float
+    grpc_max_streams: int
     policy: PolicyConfig
     spill: SpillConfig
 
@@ -127,10 +161,11 @@ class SchedulerConfig:
             ),
             part_bytes=get(env, S3_PART_BYTES, str(8 * _MIB), int_at_least(5 * _MIB)),
             presign_expires_s=get(env, PRESIGN_EXPIRES_S, "3600", int_in(1, 604800)),
+            threads=get(env, S3_THREADS, "8", int_in(1, 256)),
         )
         return cls(
             redis_url=get(env, REDIS_URL, "redis://127.0.0.1:6379/0", _redis_url),
-            listen=get(env, LISTEN, "127.0.0.1:50051", _endpoint),
+            listen=get(env, LISTEN, "127.0.0.1:50051", parse_address),
             api_keys=get(env, API_KEYS, None, _api_keys),
             inhouse=get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
             models=get(env, MODELS, "sora-2,sora-2-pro", _models),
@@ -143,6 +178,13 @@ class SchedulerConfig:
             shutdown_grace_s=get(env, SHUTDOWN_GRACE_S, "30", float_at_least(0)),
             replica_id=env.get(REPLICA_ID) or _default_replica_id(),
             metrics_listen=_metrics_listen(env.get(METRICS_LISTEN, "127.0.0.1:9464")),
+            redis_max_connections=get(env, REDIS_MAX_CONNECTIONS, "64", int_in(4, 100_000)),
+            redis_pool_wait_s=get(env, REDIS_POOL_WAIT_S, "10", float_at_least(0.1)),
+            redis_timeout_s=get(env, REDIS_TIMEOUT_S, "5", float_at_least(0.1)),
+            fleet_probe_interval_s=get(env, FLEET_PROBE_INTERVAL_S, "2", float_at_least(0.1)),
+            fleet_eject_after=get(env, FLEET_EJECT_AFTER, "1", int_at_least(1)),
+            upload_retry_s=get(env, UPLOAD_RETRY_S, "3600", float_at_least(0)),
+            grpc_max_streams=get(env, GRPC_MAX_STREAMS, "10000", int_at_least(100)),
             policy=policy_from_env(env),
             spill=spill_from_env(env),
         )
@@ -181,7 +223,7 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
-def _endpoint(raw: str) -> str:
+def parse_address(raw: str) -> str:
     if not _ENDPOINT.match(raw):
         raise ValueError("expected host:port")
     return raw
@@ -245,7 +287,7 @@ def _api_keys(raw: str) -> Mapping[str, str]:
 def _renderers(raw: str) -> tuple[RendererEndpoint, ...]:
     endpoints = []
     for address, slots in _pairs(raw):
-        _endpoint(address)
+        parse_address(address)
         endpoints.append(RendererEndpoint(address, int_at_least(1)(slots)))
     return tuple(endpoints)
 

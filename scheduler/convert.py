@@ -143,6 +143,17 @@ def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetS
         ),
         dispatched_since=timestamp(status.dispatched_since_ms),
         spill_available=signal.modal_available,
+        endpoints=[
+            pb.InhouseEndpoint(
+                address=e.address,
+                slots=e.slots,
+                busy=e.busy,
+                state=e.state,
+                error=e.down,
+                failures=e.failures,
+            )
+            for e in status.endpoints
+        ],
     )
 
 

@@ -18,10 +18,12 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from scheduler.attempt import Attempt, AttemptRunner
+from scheduler.attempt import Attempt, AttemptRunner, RunnerConfig
 from scheduler.events import EventHub
+from scheduler.fleet import Fleet
 from scheduler.jobs import Job
 from scheduler.metrics import SchedulerMetrics
+from scheduler.outage import Outage
 from scheduler.policy import Autoscale, Plan, Reason, Target
 from scheduler.pools.base import Pool
 from scheduler.spillover import Spillover
@@ -42,6 +44,7 @@ class DispatcherConfig:
     lease_s: float
     shutdown_grace_s: float
     autoscale_interval_s: float
+    upload_retry_s: float
 
 
 class Dispatcher:
@@ -50,6 +53,7 @@ class Dispatcher:
         store: JobStore,
         hub: EventHub,
         spillover: Spillover,
+        fleet: Fleet,
         metrics: SchedulerMetrics,
         inhouse: Pool,
         spill: Pool | None,
@@ -65,7 +69,23 @@ class Dispatcher:
         self._objects = objects
         self._config = config
         self._running: dict[str, Attempt] = {}
-        self._runner = AttemptRunner(store, hub, spillover, objects, metrics, config.replica_id)
+        """The attempt that holds each job's current lease on this replica. An older
+        attempt of the same job may still be winding down; it is not in here."""
+        self._runner = AttemptRunner(
+            store,
+            hub,
+            spillover,
+            fleet,
+            objects,
+            metrics,
+            RunnerConfig(
+                replica_id=config.replica_id,
+                upload_retry_s=config.upload_retry_s,
+                redis_retry_s=max(10.0, 3 * config.lease_s),
+            ),
+        )
+        self._dispatch_outage = Outage("dispatching (Redis)", log)
+        self._upkeep_outage = Outage("lease upkeep (Redis)", log)
         self._mode = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -81,16 +101,16 @@ class Dispatcher:
         return (self._inhouse, self._spill) if self._spill else (self._inhouse,)
 
     def cap(self, pool: Pool) -> int:
-        """How many jobs the pool may run at once, across all replicas."""
+        """How many jobs the pool may run at once, across all replicas; -1 for the
+        in-house fleet, whose usable endpoints' free slots the claim script counts."""
         if pool is self._spill:
             return self._spillover.config.modal_cap
-        return self._spillover.inhouse_slots
+        return -1
 
     async def spillover_status(self) -> SpilloverStatus:
-        stats = {p.name: await p.stats() for p in self.pools}
-        caps = {p.name: self.cap(p) for p in self.pools}
-        available = self._spill.available if self._spill else False
-        return await self._spillover.status(stats, available, caps)
+        spill = self._spill
+        stats = await spill.stats() if spill else None
+        return await self._spillover.status(stats, spill.available if spill else False)
 
     async def start(self) -> None:
         self._tasks = [
@@ -133,12 +153,13 @@ class Dispatcher:
                 backoff = _MIN_BACKOFF_S
                 if plan is not None:
                     await self._store.wait_for_work(timeout_s=self._wait_s(plan))
+                self._dispatch_outage.ok()
             except Exception as exc:
                 if self._stopping or cancel_requested():
                     raise asyncio.CancelledError from exc
                 # Redis went away or a script failed: the replica must keep dispatching
                 # once it is back, so log and retry rather than let the loop die.
-                log.exception("dispatch loop failed; retrying in %.1f s", backoff)
+                self._dispatch_outage.failed(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
@@ -150,6 +171,7 @@ class Dispatcher:
         plan, signal = await self._spillover.decide(stats, spill.available if spill else False)
         self._mode = plan.state.mode.value
         self._metrics.decision(plan, signal, spill.name if spill else None)
+        self._metrics.fleet(self._spillover.endpoints)
         if plan.transition:
             self._metrics.transition(plan.transition.old, plan.transition.new)
         if plan.autoscale != self._autoscale_wanted:
@@ -208,10 +230,27 @@ class Dispatcher:
         )
         attempt.task = asyncio.create_task(self._runner.run(attempt), name=f"job-{job.id}")
         self._running[job.id] = attempt
-        attempt.task.add_done_callback(functools.partial(self._forget, job.id))
+        attempt.task.add_done_callback(functools.partial(self._forget, attempt))
 
-    def _forget(self, job_id: str, _: asyncio.Task[None]) -> None:
-        self._running.pop(job_id, None)
+    def _forget(self, attempt: Attempt, task: asyncio.Task[None]) -> None:
+        # Only this attempt's own entry: the job may have been requeued and claimed
+        # again by this replica meanwhile, and the newer attempt's lease must be renewed.
+        if self._running.get(attempt.job.id) is attempt:
+            del self._running[attempt.job.id]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("attempt of job %s ended with an error", attempt.job.id, exc_info=exc)
+
+    def _drop_lost(self, job_ids: list[str]) -> None:
+        """Stops the attempts whose jobs moved on (cancelled, or reclaimed by another
+        replica while this one could not renew): their work would be thrown away, and a
+        stale attempt must not keep a renderer or a Modal input busy."""
+        for job_id in job_ids:
+            attempt = self._running.pop(job_id, None)
+            if attempt is not None and not attempt.task.done():
+                log.warning("job %s is no longer this replica's; stopping its attempt", job_id)
+                if attempt.outcome == "interrupted":
+                    attempt.outcome = "superseded"
+                attempt.task.cancel()
 
     async def _upkeep(self) -> None:
         period = self._config.lease_s / 3
@@ -219,7 +258,8 @@ class Dispatcher:
         resumable = spill.name if spill is not None and spill.resumable else ""
         while True:
             try:
-                await self._store.renew(list(self._running), self._config.lease_s)
+                leases = {job_id: a.job.lease for job_id, a in self._running.items()}
+                self._drop_lost(await self._store.renew(leases, self._config.lease_s))
                 # A replica on its way out adopts nothing: it would only hand it back.
                 reclaimed = await self._store.reclaim(
                     self._config.replica_id,
@@ -238,10 +278,11 @@ class Dispatcher:
                     assert spill is not None
                     log.warning("adopted job %s: resuming its call %s", job.id, job.call_id)
                     self._start(job, spill, "adopted")
+                self._upkeep_outage.ok()
             except Exception as exc:
                 if cancel_requested():
                     raise asyncio.CancelledError from exc
-                log.exception("lease upkeep failed; retrying")
+                self._upkeep_outage.failed(exc)
             await asyncio.sleep(period)
 
     async def _autoscaler(self) -> None:

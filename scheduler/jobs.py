@@ -96,6 +96,8 @@ class Job:
     every span the job's dispatches make, on whichever replica."""
     queued_ms: int = 0
     """When the job last entered the queue (Redis server ms)."""
+    endpoint: str = ""
+    """The in-house renderer the claim placed the job on; empty elsewhere."""
 
     @classmethod
     def from_hash(cls, h: Mapping[str, str]) -> Job:
@@ -135,6 +137,7 @@ class Job:
             trace_id=h.get("trace_id", ""),
             trace_context=json.loads(h.get("trace_ctx") or "{}"),
             queued_ms=int(h.get("queued_ms") or 0),
+            endpoint=h.get("endpoint", ""),
             output=output,
         )
 

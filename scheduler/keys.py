@@ -56,6 +56,32 @@ AUTOSCALER_LEASE = f"{NAMESPACE}autoscaler:lease"
 AUTOSCALE = f"{NAMESPACE}autoscaler:applied"
 """Hash: the autoscaler settings last applied, by which replica and when."""
 
+FLEET_SLOTS = f"{NAMESPACE}fleet:slots"
+"""Hash: in-house renderer address -> its slots. The fleet's membership: operators edit
+it at run time (`spillway fleet`); `SPILLWAY_INHOUSE_RENDERERS` seeds it."""
+
+FLEET_DRAINING = f"{NAMESPACE}fleet:draining"
+"""Set of in-house addresses that take no new work; what runs there finishes."""
+
+FLEET_DOWN = f"{NAMESPACE}fleet:down"
+"""Hash: ejected in-house address -> why (the last failure). Ejected endpoints get no
+work and count for no capacity until a health probe re-admits them."""
+
+FLEET_FAILS = f"{NAMESPACE}fleet:fails"
+"""Hash: in-house address -> consecutive failures (connect or probe) since its last
+success; reaching the ejection threshold ejects it."""
+
+FLEET_SEED = f"{NAMESPACE}fleet:seed"
+"""String: the `SPILLWAY_INHOUSE_RENDERERS` value last seeded into the fleet, so that a
+replica restarting with the same value does not undo an operator's edits."""
+
+FLEET_LEASE = f"{NAMESPACE}fleet:lease"
+"""String: the replica that health-probes the in-house fleet, with a TTL it renews."""
+
+ENDPOINT_PREFIX = f"{NAMESPACE}ep:"
+"""Set per in-house address of the job ids it runs, across replicas: the claim script
+gives a job the endpoint with the most free slots and adds it here."""
+
 HUB_CHANNEL = f"{NAMESPACE}hub"
 """A channel no one publishes to: it keeps each replica's pub/sub connection subscribed."""
 
@@ -89,6 +115,10 @@ def idempotency(tenant: str, key: str) -> str:
 
 def running(pool: str) -> str:
     return RUNNING_PREFIX + pool
+
+
+def endpoint(address: str) -> str:
+    return ENDPOINT_PREFIX + address
 
 
 def samples(pool: str, kind: str) -> str:

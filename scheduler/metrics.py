@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+from collections import Counter as Tally
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 from types import TracebackType
@@ -28,6 +29,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from scheduler.fleet import ENDPOINT_STATES, Endpoint
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.model import Mode, Plan, Signal
 from scheduler.pools.base import RenderInfo
@@ -270,6 +272,13 @@ class SchedulerMetrics:
             ["pool"],
             registry=r,
         )
+        self._endpoints = Gauge(
+            "spillway_inhouse_endpoints",
+            "In-house renderer endpoints by state: active (takes work), draining (no new "
+            "work) and ejected (failing; no work, no capacity, until a probe passes).",
+            ["state"],
+            registry=r,
+        )
         self._decision_jobs = Gauge(
             "spillway_policy_decision_jobs",
             "Queued jobs by where the latest decision sent them and why.",
@@ -278,6 +287,8 @@ class SchedulerMetrics:
         )
         self._decision_keys: set[tuple[str, str]] = set()
 
+        for state in ENDPOINT_STATES:
+            self._endpoints.labels(state)
         self._queue_limit.set(policy.max_queued)
         self._budget.set(policy.budget_usd_month)
         for reason in SHED_REASONS:
@@ -343,6 +354,12 @@ class SchedulerMetrics:
 
     def transition(self, old: Mode, new: Mode) -> None:
         self._transitions.labels(old.value, new.value).inc()
+
+    def fleet(self, endpoints: Iterable[Endpoint]) -> None:
+        """Counts the in-house endpoints by state, as the latest decision read them."""
+        states = Tally(e.state for e in endpoints)
+        for state in ENDPOINT_STATES:
+            self._endpoints.labels(state).set(states[state])
 
     def decision(self, plan: Plan, signal: Signal, spill_pool: str | None) -> None:
         """Sets the gauges from one spillover decision and the signal it was made on;

@@ -17,7 +17,9 @@ from scheduler.auth import ApiKeys
 from scheduler.config import SchedulerConfig
 from scheduler.dispatcher import Dispatcher, DispatcherConfig
 from scheduler.events import EventHub
+from scheduler.fleet import Fleet, FleetMonitor
 from scheduler.metrics import MetricsServer, SchedulerMetrics
+from scheduler.outage import Outage
 from scheduler.pools.base import Pool
 from scheduler.pools.factory import build_spill_pool
 from scheduler.pools.inhouse import InhousePool
@@ -25,10 +27,48 @@ from scheduler.service import SchedulerService
 from scheduler.spillover import Spillover
 from scheduler.storage import ObjectStore, S3ObjectStore
 from scheduler.store import JobStore
+from scheduler.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
+_READINESS_INTERVAL_S = 2.0
+_READINESS_TIMEOUT_S = 5.0
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def redis_clients(config: SchedulerConfig) -> tuple[redis.Redis, redis.Redis, redis.Redis]:
+    """The replica's Redis connection budget: a bounded pool for commands, where a call
+    finding every connection busy waits its turn instead of failing; one connection for
+    the dispatcher's blocking wait, whose socket timeout outlasts the wait; and one for
+    the event feed's subscriptions, which may be silent for as long as no job changes."""
+    # from_pool: the client owns the pool and closes it with itself.
+    commands = redis.Redis.from_pool(
+        redis.BlockingConnectionPool.from_url(
+            config.redis_url,
+            decode_responses=True,
+            max_connections=config.redis_max_connections,
+            timeout=config.redis_pool_wait_s,
+            socket_timeout=config.redis_timeout_s,
+            socket_connect_timeout=config.redis_timeout_s,
+        )
+    )
+    waits = redis.Redis.from_url(
+        config.redis_url,
+        decode_responses=True,
+        max_connections=1,
+        socket_timeout=config.lease_s + config.redis_timeout_s,
+        socket_connect_timeout=config.redis_timeout_s,
+    )
+    events = redis.Redis.from_url(
+        config.redis_url,
+        decode_responses=True,
+        socket_timeout=None,
+        socket_connect_timeout=config.redis_timeout_s,
+        health_check_interval=30,
+    )
+    return commands, waits, events
 
 
 class SchedulerServer:
@@ -61,7 +101,7 @@ class SchedulerServer:
 
     async def start(self) -> None:
         cfg = self.config
-        self.redis = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
+        self.redis, self._redis_waits, self._redis_events = redis_clients(cfg)
         await self.redis.ping()
         self.store = JobStore(
             self.redis,
@@ -69,12 +109,22 @@ class SchedulerServer:
             events_maxlen=cfg.events_maxlen,
             max_attempts=cfg.max_attempts,
             max_queued=cfg.policy.max_queued,
+            waiter=self._redis_waits,
         )
-        self.hub = EventHub(self.redis)
+        self.hub = EventHub(self._redis_events)
         await self.hub.start()
         if self._objects is None:
             self._objects = await S3ObjectStore.connect(cfg.s3)
-        self.pool = InhousePool(cfg.inhouse, timeout_s=cfg.render_timeout_s, tmp_dir=self._tmp_dir)
+        self.fleet = Fleet(self.redis, eject_after=cfg.fleet_eject_after)
+        if await self.fleet.seed(cfg.inhouse):
+            log.info("seeded the in-house fleet: %s", ", ".join(e.address for e in cfg.inhouse))
+        self.pool = InhousePool(timeout_s=cfg.render_timeout_s, tmp_dir=self._tmp_dir)
+        self.fleet_monitor = FleetMonitor(
+            self.fleet,
+            self.pool.check,
+            owner=cfg.replica_id,
+            interval_s=cfg.fleet_probe_interval_s,
+        )
         if self._spill is None:
             self._spill = build_spill_pool(cfg, self._tmp_dir)
         spill_name = self._spill.name if self._spill else None
@@ -85,13 +135,14 @@ class SchedulerServer:
             self.redis,
             cfg.policy,
             inhouse_pool=self.pool.name,
-            inhouse_slots=sum(e.slots for e in cfg.inhouse),
             spill_pool=self._spill.name if self._spill else None,
+            fleet=self.fleet,
         )
         self.dispatcher = Dispatcher(
             self.store,
             self.hub,
             self.spillover,
+            self.fleet,
             self.metrics,
             self.pool,
             self._spill,
@@ -101,10 +152,21 @@ class SchedulerServer:
                 lease_s=cfg.lease_s,
                 shutdown_grace_s=cfg.shutdown_grace_s,
                 autoscale_interval_s=cfg.spill.autoscale_interval_s,
+                upload_retry_s=cfg.upload_retry_s,
             ),
         )
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Thousands of WatchJob streams may open at once: gRPC's defaults (100
+                # streams per connection, 1,000 calls waiting to be picked up) would
+                # refuse or cancel a burst of them.
+                ("grpc.max_concurrent_streams", cfg.grpc_max_streams),
+                ("grpc.server.max_pending_requests", cfg.grpc_max_streams),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * cfg.grpc_max_streams),
+            ]
+        )
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
             SchedulerService(
                 self.store,
@@ -133,9 +195,36 @@ class SchedulerServer:
             self.metrics_server = MetricsServer(self.metrics, host, int(port))
             self.metrics_port = await asyncio.to_thread(self.metrics_server.start)
         await self.dispatcher.start()
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.fleet_monitor.start()
+        self._ready: bool | None = None
+        await self._set_ready(True)
+        self._readiness = asyncio.create_task(self._watch_readiness(), name="readiness")
         log.info("scheduler %s listening on %s", cfg.replica_id, self.address)
+
+    async def _set_ready(self, ready: bool) -> None:
+        if ready != self._ready:
+            self._ready = ready
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, _SERVING if ready else _NOT_SERVING)
+
+    async def _watch_readiness(self) -> None:
+        """Reports NOT_SERVING over gRPC health while Redis or S3 does not answer, so
+        load balancers and the gateway's `/readyz` send callers elsewhere; SERVING again
+        once both do."""
+        assert self._objects is not None
+        outage = Outage("readiness check (Redis and S3)", log, expected=(Exception,))
+        while True:
+            try:
+                async with asyncio.timeout(_READINESS_TIMEOUT_S):
+                    await self.redis.ping()
+                    await self._objects.check()
+            except Exception as exc:
+                outage.failed(exc)
+                await self._set_ready(False)
+            else:
+                outage.ok()
+                await self._set_ready(True)
+            await asyncio.sleep(_READINESS_INTERVAL_S)
 
     async def stop(self) -> None:
         if self._stopped:
@@ -144,6 +233,8 @@ class SchedulerServer:
         grace = self.config.shutdown_grace_s
         await self.health.enter_graceful_shutdown()
         steps = [
+            ("readiness check", cancel_and_wait(self._readiness)),
+            ("fleet monitor", self.fleet_monitor.stop()),
             ("dispatcher", self.dispatcher.stop()),
             ("grpc server", self.server.stop(grace)),
             *(
@@ -154,7 +245,10 @@ class SchedulerServer:
             ("in-house pool", self.pool.close()),
             *([("spill pool", self._spill.close())] if self._spill else []),
             ("event hub", self.hub.stop()),
+            ("object store", self._objects.close() if self._objects else asyncio.sleep(0)),
             ("redis", self.redis.aclose()),
+            ("redis waits", self._redis_waits.aclose()),
+            ("redis events", self._redis_events.aclose()),
         ]
         for name, step in steps:
             try:

@@ -17,6 +17,7 @@ from typing import Any, cast
 import redis.asyncio as redis
 
 from scheduler import keys
+from scheduler.fleet import Endpoint, Fleet, capacity, decode_view
 from scheduler.policy import (
     Autoscale,
     Mode,
@@ -40,18 +41,6 @@ _TRANSITIONS_KEPT = 1000
 _CAS_TRIES = 8
 _SPEND_TTL_S = 40 * 86_400
 
-_LEASE_SCRIPT = """
--- KEYS: lease; ARGV: owner, ttl ms. Takes or keeps the lease; returns 1 if owner holds it.
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 1
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
 
 @dataclass(frozen=True)
 class PoolView:
@@ -67,6 +56,8 @@ class PoolView:
 
 @dataclass(frozen=True)
 class Status:
+    endpoints: tuple[Endpoint, ...]
+    """The in-house fleet, endpoint by endpoint."""
     state: PolicyState
     """As saved: the mode the replicas act on."""
     plan: Plan
@@ -86,32 +77,32 @@ class Spillover:
         config: PolicyConfig,
         *,
         inhouse_pool: str,
-        inhouse_slots: int,
         spill_pool: str | None,
+        fleet: Fleet,
     ) -> None:
         self._r = client
         self.config = config
         self._inhouse = inhouse_pool
-        self._inhouse_slots = inhouse_slots
         self._spill = spill_pool
+        self._fleet = fleet
         self._save = client.register_script(load_script("policy_save"))
-        self._lease = client.register_script(_LEASE_SCRIPT)
-
-    @property
-    def inhouse_slots(self) -> int:
-        return self._inhouse_slots
+        self._lease = client.register_script(load_script("lease"))
+        self.endpoints: tuple[Endpoint, ...] = ()
+        """The in-house fleet as the latest read found it."""
 
     async def read(
         self, spill_stats: PoolStats | None, spill_available: bool
     ) -> tuple[PolicyState, str, Signal, int]:
-        """State, its version, the signal and Redis server time, in one round trip."""
+        """State, its version, the signal and Redis server time, in one round trip. The
+        in-house capacity is what usable endpoints offer (ejected and draining ones
+        offer none), so the policy spills or holds when the fleet is down."""
         spill = self._spill or ""
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.hmget(keys.POLICY, ["state", "version"])
             pipe.zcard(keys.QUEUE)
             pipe.zrange(keys.QUEUED_AT, 0, AGES_SAMPLED - 1, withscores=True)
-            pipe.scard(keys.running(self._inhouse))
+            await self._fleet.view_script(client=pipe)
             pipe.scard(keys.running(spill))
             pipe.lrange(keys.samples(self._inhouse, "render"), 0, -1)
             pipe.lrange(keys.samples(spill, "render"), 0, -1)
@@ -122,7 +113,7 @@ class Spillover:
                 (state_json, version),
                 queued,
                 oldest,
-                inhouse_busy,
+                fleet_rows,
                 spill_inflight,
                 inhouse_renders,
                 spill_renders,
@@ -131,11 +122,13 @@ class Spillover:
             ) = await pipe.execute()
         now_ms = int(sec) * 1000 + int(usec) // 1000
         cfg = self.config
+        self.endpoints = tuple(decode_view(fleet_rows))
+        inhouse = capacity(self.endpoints)
         signal = Signal(
             queued=int(queued),
             queue_ages_ms=tuple(max(0, now_ms - int(score)) for _, score in oldest),
-            inhouse_busy=int(inhouse_busy),
-            inhouse_slots=self._inhouse_slots,
+            inhouse_busy=inhouse.busy,
+            inhouse_slots=inhouse.slots,
             modal_inflight=int(spill_inflight),
             modal_ready_slots=spill_stats.ready_slots if spill_stats else 0,
             modal_available=self._spill is not None and spill_available,
@@ -209,37 +202,44 @@ class Spillover:
         fields.update(by=owner, at_ms=str(int(time.time() * 1000)))
         await self._r.hset(keys.AUTOSCALE, mapping=fields)  # type: ignore[arg-type]
 
-    async def status(
-        self, stats: dict[str, PoolStats], spill_available: bool, caps: dict[str, int]
-    ) -> Status:
-        spill_stats = stats.get(self._spill) if self._spill else None
+    async def status(self, spill_stats: PoolStats | None, spill_available: bool) -> Status:
         state, _, signal, now_ms = await self.read(spill_stats, spill_available)
+        endpoints = self.endpoints
         plan = decide(state, signal, self.config, now_ms)
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.DISPATCHED)
             pipe.xrevrange(keys.TRANSITIONS, count=20)
             pipe.hgetall(keys.AUTOSCALE)
             dispatched, recent, applied = await pipe.execute()
-        inflight = {self._inhouse: signal.inhouse_busy}
-        if self._spill:
-            inflight[self._spill] = signal.modal_inflight
-        pools = tuple(
+        pools = [
             PoolView(
-                name=name,
-                inflight=inflight.get(name, 0),
-                cap=caps.get(name, 0),
-                dispatched=int(dispatched.get(name, 0)),
-                containers=s.containers,
-                ready_slots=s.ready_slots,
+                name=self._inhouse,
+                inflight=signal.inhouse_busy,
+                cap=signal.inhouse_slots,
+                dispatched=int(dispatched.get(self._inhouse, 0)),
+                containers=sum(1 for e in endpoints if e.usable),
+                ready_slots=signal.inhouse_slots,
             )
-            for name, s in stats.items()
-        )
+        ]
+        if self._spill:
+            stats = spill_stats or PoolStats(containers=0, ready_slots=0)
+            pools.append(
+                PoolView(
+                    name=self._spill,
+                    inflight=signal.modal_inflight,
+                    cap=self.config.modal_cap,
+                    dispatched=int(dispatched.get(self._spill, 0)),
+                    containers=stats.containers,
+                    ready_slots=stats.ready_slots,
+                )
+            )
         return Status(
+            endpoints=endpoints,
             state=state,
             plan=plan,
             signal=signal,
             now_ms=now_ms,
-            pools=pools,
+            pools=tuple(pools),
             transitions=tuple(decode_transition(f["d"]) for _, f in reversed(recent)),
             autoscale_applied=cast(dict[str, str], applied),
             dispatched_since_ms=int(dispatched.get("since", 0)),

@@ -41,6 +41,17 @@ def to_dict(s: pb.GetSpilloverResponse) -> dict[str, Any]:
             }
             for p in s.pools
         },
+        "endpoints": [
+            {
+                "address": e.address,
+                "slots": e.slots,
+                "busy": e.busy,
+                "state": e.state,
+                "error": e.error,
+                "failures": e.failures,
+            }
+            for e in s.endpoints
+        ],
         "decisions": [
             {"target": d.target, "count": d.count, "reason": d.reason} for d in s.decisions
         ],
@@ -94,6 +105,11 @@ def to_table(s: pb.GetSpilloverResponse) -> str:
         lines.append(
             f"{name:<10}{p['inflight']:>9}{p['cap']:>6}{p['dispatched']:>12}"
             f"{p['containers']:>12}{p['ready_slots']:>7}"
+        )
+    for e in s.endpoints:
+        lines.append(
+            f"  renderer {e.address} {e.busy}/{e.slots} busy, {e.state}"
+            + (f": {e.error}" if e.error else "")
         )
     for dec in s.decisions:
         lines.append(f"decision  {dec.count} -> {dec.target}: {dec.description}")

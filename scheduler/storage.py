@@ -1,17 +1,22 @@
 """Where finished MP4s go: a narrow object-store interface and its S3 implementation.
 
-boto3 blocks, so every call that touches the network runs in a thread; its transfer
-manager uploads multipart above a threshold with memory flat in the file size.
+boto3 blocks, so every call that touches the network runs in a thread of the store's
+own bounded pool: an S3 outage then ties up those threads, never the event loop's
+default pool that file writes use. Its transfer manager uploads multipart above a
+threshold with memory flat in the file size. boto3 retries a failed call only briefly;
+the caller retries an upload for as long as the outage lasts (`scheduler.attempt`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 CONTENT_TYPE = "video/mp4"
+
+T = TypeVar("T")
 
 
 class StorageError(Exception):
@@ -50,9 +57,11 @@ class ObjectStore(ABC):
     def bucket(self) -> str: ...
 
     @abstractmethod
-    def key_for(self, job_id: str) -> str:
-        """The object key of a job's MP4: derived from the id alone, so a retried upload
-        overwrites rather than duplicates."""
+    def key_for(self, job_id: str, lease: int) -> str:
+        """The object key of one attempt's MP4: derived from the job id and the attempt's
+        lease, so that an upload retried by the same attempt overwrites, and a stale
+        attempt (a replica frozen mid-upload that wakes after the job moved on) can
+        never overwrite the object a newer attempt recorded as the job's."""
 
     @abstractmethod
     async def put_file(self, path: Path, key: str) -> Uploaded: ...
@@ -62,6 +71,14 @@ class ObjectStore(ABC):
 
     @abstractmethod
     async def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raises `StorageError` unless the store answers now (readiness)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Releases what the store holds (threads)."""
 
 
 class S3ObjectStore(ObjectStore):
@@ -73,6 +90,10 @@ class S3ObjectStore(ObjectStore):
             multipart_threshold=config.multipart_threshold_bytes,
             multipart_chunksize=config.part_bytes,
         )
+        self._threads = ThreadPoolExecutor(config.threads, thread_name_prefix="s3")
+
+    async def _in_thread(self, fn: functools.partial[T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn)
 
     @classmethod
     async def connect(cls, config: S3Config) -> S3ObjectStore:
@@ -80,7 +101,14 @@ class S3ObjectStore(ObjectStore):
         that the bucket exists, so a misconfigured bucket stops startup."""
 
         def build() -> S3ObjectStore:
-            retries = Config(retries={"max_attempts": 5, "mode": "standard"})
+            # Fail fast on a dead endpoint: the caller's own retries outlast an outage,
+            # boto3's would only hold a thread.
+            retries = Config(
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                max_pool_connections=config.threads * 10,
+            )
             client = boto3.client(
                 "s3",
                 endpoint_url=config.endpoint_url,
@@ -105,8 +133,8 @@ class S3ObjectStore(ObjectStore):
     def bucket(self) -> str:
         return self._config.bucket
 
-    def key_for(self, job_id: str) -> str:
-        return f"{self._config.key_prefix}{job_id}.mp4"
+    def key_for(self, job_id: str, lease: int) -> str:
+        return f"{self._config.key_prefix}{job_id}/{lease}.mp4"
 
     async def put_file(self, path: Path, key: str) -> Uploaded:
         def upload() -> int:
@@ -120,7 +148,7 @@ class S3ObjectStore(ObjectStore):
             return path.stat().st_size
 
         try:
-            size = await asyncio.to_thread(upload)
+            size = await self._in_thread(functools.partial(upload))
         # The transfer manager wraps the client's errors in S3UploadFailedError.
         except (BotoCoreError, ClientError, S3UploadFailedError, OSError) as exc:
             raise StorageError("upload", self.bucket, key, exc) from exc
@@ -138,6 +166,22 @@ class S3ObjectStore(ObjectStore):
 
     async def delete(self, key: str) -> None:
         try:
-            await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
+            await self._in_thread(
+                functools.partial(self._client.delete_object, Bucket=self.bucket, Key=key)
+            )
         except (BotoCoreError, ClientError) as exc:
             raise StorageError("delete", self.bucket, key, exc) from exc
+
+    async def check(self) -> None:
+        try:
+            await self._in_thread(functools.partial(self._client.head_bucket, Bucket=self.bucket))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError("head bucket", self.bucket, "", exc) from exc
+
+    async def close(self) -> None:
+        def close() -> None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+            self._client.close()
+            self._presign_client.close()
+
+        await asyncio.to_thread(close)

@@ -31,6 +31,12 @@ _KEY_CONSTANTS = {
     "K_SEQ": keys.SEQ,
     "K_RUNNING": keys.RUNNING_PREFIX,
     "K_DISPATCHED": keys.DISPATCHED,
+    "K_FLEET_SLOTS": keys.FLEET_SLOTS,
+    "K_FLEET_DRAINING": keys.FLEET_DRAINING,
+    "K_FLEET_DOWN": keys.FLEET_DOWN,
+    "K_FLEET_FAILS": keys.FLEET_FAILS,
+    "K_FLEET_SEED": keys.FLEET_SEED,
+    "K_ENDPOINT": keys.ENDPOINT_PREFIX,
 }
 
 
@@ -80,8 +86,12 @@ class JobStore:
         events_maxlen: int,
         max_attempts: int,
         max_queued: int,
+        waiter: redis.Redis | None = None,
     ) -> None:
         self._r = client
+        # Blocking waits hold a connection for their whole wait: they get their own
+        # client, whose socket timeout outlasts the longest wait.
+        self._waiter = waiter or client
         self._max_queued = max_queued
         self._retention_ms = retention_s * 1000
         self._maxlen = events_maxlen
@@ -214,7 +224,7 @@ class JobStore:
 
     async def wait_for_work(self, timeout_s: float) -> bool:
         """Blocks until a submit (or a requeue) may have left work in the queue."""
-        popped = await self._r.blpop([keys.WAKE], timeout=timeout_s)
+        popped = await self._waiter.blpop([keys.WAKE], timeout=timeout_s)
         return popped is not None
 
     async def progress(self, job: Job, event_type: str, progress: int) -> bool:
@@ -279,11 +289,16 @@ class JobStore:
         )
         return result
 
-    async def renew(self, job_ids: Sequence[str], lease_s: float) -> int:
-        if not job_ids:
-            return 0
-        renewed: int = await self._run("renew", [], [int(lease_s * 1000), *job_ids])
-        return renewed
+    async def renew(self, leases: Mapping[str, int], lease_s: float) -> list[str]:
+        """Extends the leases that the given lease numbers still hold; returns the ids of
+        the jobs they no longer hold."""
+        if not leases:
+            return []
+        pairs = [item for job_id, lease in leases.items() for item in (job_id, lease)]
+        lost: list[str] = await self._run(
+            "renew", [], [keys.JOB_PREFIX, int(lease_s * 1000), *pairs]
+        )
+        return lost
 
     async def reclaim(
         self, owner: str, lease_s: float, *, adopt_pool: str = "", batch: int = 100

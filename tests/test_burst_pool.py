@@ -273,12 +273,15 @@ async def test_a_container_that_cannot_start_fails_acquire_without_hanging(
 ) -> None:
     """A container that exits, or never serves within the start deadline, fails the
     acquire (retryable, uncharged) and leaves no process; further acquires fail fast
-    while starts back off."""
+    while starts back off, and meanwhile the pool says it is unavailable, so the policy
+    holds jobs instead of bouncing them off it."""
     pool = make_pool(command=(sys.executable, "-c", program), start_timeout_s=1.0)
+    assert pool.available
 
     async with asyncio.timeout(DEADLINE_S):
         with pytest.raises(ContainerStartFailed, match=failure) as first:
             await pool.acquire()
+        assert not pool.available
         with pytest.raises(ContainerStartFailed, match="next try in"):
             await pool.acquire()
         await until(pool, lambda s: s.containers == 0 and s.stopping == 0)

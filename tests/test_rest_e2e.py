@@ -196,7 +196,7 @@ async def test_official_openai_client_round_trip(gateway: Gateway, s3: S3Server)
         with pytest.raises(openai.NotFoundError):
             await client.videos.download_content(video.id)
         assert [v.id async for v in client.videos.list()] == [first.id]
-    assert f"videos/{video.id}.mp4" not in s3_keys(s3)
+    assert not [k for k in s3_keys(s3) if k.startswith(f"videos/{video.id}/")]
 
 
 # --- create, retrieve, list -----------------------------------------------------------
@@ -374,7 +374,7 @@ async def test_delete_of_a_running_video_stops_it_and_stores_nothing(
         # The renderer's only slot is free again: the next video completes.
         follow = await create(http)
         assert (await wait_final(http, follow["id"])).event == "video.completed"
-        assert s3_keys(s3) == [f"videos/{follow['id']}.mp4"]
+        assert s3_keys(s3) == [f"videos/{follow['id']}/1.mp4"]
 
 
 async def test_video_cancelled_over_grpc_reads_failed_with_code_cancelled(
@@ -576,13 +576,14 @@ async def test_content_redirects_by_default_and_streams_in_proxy_mode(
     """By default content is a 307 to the presigned S3 URL; in proxy mode it is the MP4."""
     video = await create(gateway.http)
     assert (await wait_final(gateway.http, video["id"])).event == "video.completed"
-    stored = s3.client().get_object(Bucket=s3.bucket, Key=f"videos/{video['id']}.mp4")
+    key = f"videos/{video['id']}/1.mp4"
+    stored = s3.client().get_object(Bucket=s3.bucket, Key=key)
     mp4 = stored["Body"].read()
 
     redirect = await gateway.http.get(f"/v1/videos/{video['id']}/content")
     assert redirect.status_code == 307
     location = redirect.headers["location"]
-    assert location.startswith(f"{s3.endpoint_url}/{s3.bucket}/videos/{video['id']}.mp4?")
+    assert location.startswith(f"{s3.endpoint_url}/{s3.bucket}/{key}?")
     assert redirect.headers["cache-control"] == "no-store"
     async with httpx.AsyncClient() as anonymous:  # the presigned URL alone authorises
         presigned = await anonymous.get(location)

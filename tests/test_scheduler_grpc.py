@@ -67,7 +67,7 @@ async def test_submit_renders_uploads_and_completes(
     job = (await stub(scheduler_channel).GetJob(pb.GetJobRequest(id=job_id), metadata=AUTH)).job
     assert job.status == pb.JOB_STATUS_COMPLETED and job.progress == 100
     assert job.pool == "inhouse" and job.attempt == 1
-    assert job.output.key == f"videos/{job_id}.mp4" and job.output.bytes > 0
+    assert job.output.key == f"videos/{job_id}/1.mp4" and job.output.bytes > 0
     body = s3.client().get_object(Bucket=s3.bucket, Key=job.output.key)["Body"].read()
     assert len(body) == job.output.bytes
     with av.open(io.BytesIO(body)) as container:
@@ -145,8 +145,9 @@ async def test_cancel_queued_and_running_jobs(stack: Stack, s3: S3Server) -> Non
         for job_id in (queued.id, running.id):
             job = (await stub(channel).GetJob(pb.GetJobRequest(id=job_id), metadata=AUTH)).job
             assert job.status == pb.JOB_STATUS_CANCELLED
+        done = (await stub(channel).GetJob(pb.GetJobRequest(id=follow.id), metadata=AUTH)).job
         keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket).get("Contents", [])]
-        assert keys == [f"videos/{follow.id}.mp4"]
+        assert keys == [done.output.key] and done.output.key.startswith(f"videos/{follow.id}/")
 
 
 async def test_tenants_cannot_see_each_other(scheduler_channel: grpc.aio.Channel) -> None:
@@ -241,7 +242,7 @@ async def test_content_url_only_once_completed(scheduler_channel: grpc.aio.Chann
     assert rich_details(info.value)[0] == "video_not_ready"
     await wait_terminal(scheduler_channel, job.id)
     content = await s.GetJobContent(pb.GetJobContentRequest(id=job.id), metadata=AUTH)
-    assert f"videos/{job.id}.mp4" in content.url and "Signature" in content.url
+    assert f"videos/{job.id}/1.mp4" in content.url and "Signature" in content.url
     assert content.output.content_type == "video/mp4"
 
 

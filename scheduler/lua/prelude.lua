@@ -43,13 +43,45 @@ local function dequeue(id)
   redis.call('ZREM', K_QUEUED_AT, id)
 end
 
--- Takes a job off its lease and its pool's in-flight set, which frees its capacity.
+-- Takes a job off its lease, its pool's in-flight set and its in-house endpoint, which
+-- frees its capacity.
 local function unrun(jk, id)
   redis.call('ZREM', K_LEASES, id)
-  local pool = redis.call('HGET', jk, 'pool')
-  if pool and pool ~= '' then
-    redis.call('SREM', K_RUNNING .. pool, id)
+  local placed = redis.call('HMGET', jk, 'pool', 'endpoint')
+  if placed[1] and placed[1] ~= '' then
+    redis.call('SREM', K_RUNNING .. placed[1], id)
   end
+  if placed[2] and placed[2] ~= '' then
+    redis.call('SREM', K_ENDPOINT .. placed[2], id)
+  end
+end
+
+-- The in-house endpoints that may take work (members, not draining, not ejected), each
+-- as {address, slots, busy}. Busy counts every job placed there by any replica.
+local function usable_endpoints()
+  local members = redis.call('HGETALL', K_FLEET_SLOTS)
+  local usable = {}
+  for i = 1, #members, 2 do
+    local address = members[i]
+    if redis.call('SISMEMBER', K_FLEET_DRAINING, address) == 0
+        and redis.call('HEXISTS', K_FLEET_DOWN, address) == 0 then
+      table.insert(usable, {address, tonumber(members[i + 1]),
+        redis.call('SCARD', K_ENDPOINT .. address)})
+    end
+  end
+  return usable
+end
+
+-- The usable endpoint with the most free slots, or nil when every one is full.
+local function freest_endpoint()
+  local best, best_free = nil, 0
+  for _, e in ipairs(usable_endpoints()) do
+    local free = e[2] - e[3]
+    if free > best_free then
+      best, best_free = e[1], free
+    end
+  end
+  return best
 end
 
 -- Moves a job to a terminal status: final fields, a terminal event, and a TTL on the
@@ -89,7 +121,7 @@ local function requeue_or_fail(jk, evkey, chan, maxlen, id, max_attempts, retent
   end
   unrun(jk, id)
   redis.call('HSET', jk, 'status', 'queued', 'progress', 0, 'owner', '', 'pool', '',
-    'call_id', '')
+    'endpoint', '', 'call_id', '')
   enqueue(jk, id, redis.call('HGET', jk, 'seq'))
   emit(evkey, chan, maxlen, {type = 'requeued', status = 'queued', progress = 0,
     t = now_ms(), error_code = code, error_message = message})

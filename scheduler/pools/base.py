@@ -32,14 +32,25 @@ class RenderError(Exception):
     """A render did not produce an MP4.
 
     `retryable`: a fresh attempt may succeed (the renderer died, timed out or was full).
-    `charge_attempt`: whether the failure counts against the job's attempts; a full
-    fleet turning the job away does not.
+    `charge_attempt`: whether the failure counts against the job's attempts; only a
+    render that ran and failed does (not one that never reached a renderer, nor one a
+    full fleet turned away).
+    `endpoint_down`: the renderer it was sent to is unreachable or full, and should get
+    no more work until it is healthy again.
     """
 
-    def __init__(self, message: str, *, retryable: bool, charge_attempt: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        charge_attempt: bool = True,
+        endpoint_down: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.charge_attempt = charge_attempt
+        self.endpoint_down = endpoint_down
 
 
 class RenderMetadata(Protocol):

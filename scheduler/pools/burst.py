@@ -265,6 +265,14 @@ class BurstPool(Pool):
     def config(self) -> BurstConfig:
         return self._config
 
+    @property
+    def available(self) -> bool:
+        """False while container starts back off after failures and no container
+        serves: the policy then holds jobs instead of sending them here, where each
+        would bounce straight back."""
+        serving = any(c.phase is _Phase.READY for c in self._containers)
+        return serving or self._loop.time() >= self._retry_start_at
+
     # --- the Pool interface ---------------------------------------------------------
 
     async def acquire(self) -> Slot:

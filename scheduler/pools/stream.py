@@ -6,7 +6,11 @@ pool's containers) renders through `stream_render`, so they map failures the sam
 
 - a gRPC status the renderer may not repeat (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL,
   ...) is a retryable `RenderError`; INVALID_ARGUMENT and the like are not;
-- RESOURCE_EXHAUSTED (the renderer was full) is retryable and not charged to the job;
+- an endpoint that could not be reached before the render began (UNAVAILABLE before
+  its first message), or was full (RESOURCE_EXHAUSTED), rendered nothing: the error is
+  not charged to the job, and says the endpoint is down (`endpoint_down`) so that it is
+  taken out of rotation; one that dies mid-render is charged (a job that kills its
+  renderer must not loop forever) and is taken out too;
 - an MP4 whose size or sha256 differs from the metadata is retryable (corrupted);
 - whatever ends the render (an error, `Superseded`, a cancel), its file is removed.
 """
@@ -30,8 +34,13 @@ from scheduler.pools.base import Rendered, RenderError, RenderHooks, RenderInfo,
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
-"""Options for channels to renderers: room for a chunk, and dead peers noticed."""
+"""Options for channels to renderers: room for a chunk, dead peers noticed, and a
+renderer that comes back reconnected within seconds (gRPC's default backoff grows to
+two minutes)."""
 
 # A renderer that turns a request away, or is unreachable, leaves the job to another
 # attempt; one that calls the request invalid will not change its mind.
@@ -94,8 +103,10 @@ async def _stream(
     meta: renderer_pb2.RenderMetadata | None = None
     # The current span (the attempt's render) becomes the renderer's parent.
     call = stub.Render(request, timeout=timeout_s, metadata=tracing.metadata())
+    began = False
     try:
         async for response in call:
+            began = True
             kind = response.WhichOneof("payload")
             if kind == "progress":
                 if not await hooks.progress(response.progress.percent):
@@ -108,10 +119,13 @@ async def _stream(
                 meta = response.metadata
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
+        full = code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        unreachable = code is grpc.StatusCode.UNAVAILABLE
         raise RenderError(
             f"renderer {address}: {code.name}: {exc.details()}",
             retryable=code in RETRYABLE,
-            charge_attempt=code is not grpc.StatusCode.RESOURCE_EXHAUSTED,
+            charge_attempt=not full and not (unreachable and not began),
+            endpoint_down=full or unreachable,
         ) from exc
     finally:
         call.cancel()

@@ -263,6 +263,22 @@ class PoolStatus(_message.Message):
     ready_slots: int
     def __init__(self, name: _Optional[str] = ..., inflight: _Optional[int] = ..., cap: _Optional[int] = ..., dispatched: _Optional[int] = ..., containers: _Optional[int] = ..., ready_slots: _Optional[int] = ...) -> None: ...
 
+class InhouseEndpoint(_message.Message):
+    __slots__ = ("address", "slots", "busy", "state", "error", "failures")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    slots: int
+    busy: int
+    state: str
+    error: str
+    failures: int
+    def __init__(self, address: _Optional[str] = ..., slots: _Optional[int] = ..., busy: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., failures: _Optional[int] = ...) -> None: ...
+
 class SpilloverDecision(_message.Message):
     __slots__ = ("target", "count", "reason", "description")
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -305,7 +321,7 @@ class AutoscalerSettings(_message.Message):
     def __init__(self, min_containers: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., scaledown_window_seconds: _Optional[int] = ..., applied_by: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetSpilloverResponse(_message.Message):
-    __slots__ = ("mode", "mode_since", "queued", "high_watermark", "low_watermark", "pools", "decisions", "spent_usd", "budget_usd", "budget_left_usd", "estimated_inhouse_render_ms", "estimated_spill_render_ms", "estimated_cold_start_ms", "recent_changes", "autoscaler_wanted", "autoscaler_applied", "dispatched_since", "spill_available")
+    __slots__ = ("mode", "mode_since", "queued", "high_watermark", "low_watermark", "pools", "decisions", "spent_usd", "budget_usd", "budget_left_usd", "estimated_inhouse_render_ms", "estimated_spill_render_ms", "estimated_cold_start_ms", "recent_changes", "autoscaler_wanted", "autoscaler_applied", "dispatched_since", "spill_available", "endpoints")
     MODE_FIELD_NUMBER: _ClassVar[int]
     MODE_SINCE_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +340,7 @@ class GetSpilloverResponse(_message.Message):
     AUTOSCALER_APPLIED_FIELD_NUMBER: _ClassVar[int]
     DISPATCHED_SINCE_FIELD_NUMBER: _ClassVar[int]
     SPILL_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     mode: SpilloverMode
     mode_since: _timestamp_pb2.Timestamp
     queued: int
@@ -342,4 +359,5 @@ class GetSpilloverResponse(_message.Message):
     autoscaler_applied: AutoscalerSettings
     dispatched_since: _timestamp_pb2.Timestamp
     spill_available: bool
-    def __init__(self, mode: _Optional[_Union[SpilloverMode, str]] = ..., mode_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., high_watermark: _Optional[int] = ..., low_watermark: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[SpilloverDecision, _Mapping]]] = ..., spent_usd: _Optional[float] = ..., budget_usd: _Optional[float] = ..., budget_left_usd: _Optional[float] = ..., estimated_inhouse_render_ms: _Optional[int] = ..., estimated_spill_render_ms: _Optional[int] = ..., estimated_cold_start_ms: _Optional[int] = ..., recent_changes: _Optional[_Iterable[_Union[ModeChange, _Mapping]]] = ..., autoscaler_wanted: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., autoscaler_applied: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., dispatched_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spill_available: _Optional[bool] = ...) -> None: ...
+    endpoints: _containers.RepeatedCompositeFieldContainer[InhouseEndpoint]
+    def __init__(self, mode: _Optional[_Union[SpilloverMode, str]] = ..., mode_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., high_watermark: _Optional[int] = ..., low_watermark: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[SpilloverDecision, _Mapping]]] = ..., spent_usd: _Optional[float] = ..., budget_usd: _Optional[float] = ..., budget_left_usd: _Optional[float] = ..., estimated_inhouse_render_ms: _Optional[int] = ..., estimated_spill_render_ms: _Optional[int] = ..., estimated_cold_start_ms: _Optional[int] = ..., recent_changes: _Optional[_Iterable[_Union[ModeChange, _Mapping]]] = ..., autoscaler_wanted: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., autoscaler_applied: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., dispatched_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spill_available: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[InhouseEndpoint, _Mapping]]] = ...) -> None: ...
