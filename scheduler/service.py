@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from functools import wraps
@@ -41,6 +40,7 @@ from scheduler.spillover import Status as SpilloverStatus
 from scheduler.storage import ObjectStore, StorageError
 from scheduler.store import JobStore, QueueFull
 from scheduler.validation import (
+    validate_event_id,
     validate_idempotency_key,
     validate_job_id,
     validate_page_size,
@@ -49,7 +49,6 @@ from scheduler.validation import (
 
 log = logging.getLogger(__name__)
 
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _MAX_CONTENT_EXPIRY_S = 604800
 
 R = TypeVar("R")
@@ -248,11 +247,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     ) -> AsyncIterator[pb.WatchJobResponse]:
         try:
             job = await self._own_job(context, request.id)
-            if request.after_event_id and not _EVENT_ID.match(request.after_event_id):
-                raise InvalidArgument(
-                    "after", f"malformed event id {request.after_event_id[:40]!r}"
-                )
-            async for event in watch(self._store, self._hub, job.id, request.after_event_id):
+            after = validate_event_id(request.after_event_id)
+            async for event in watch(self._store, self._hub, job.id, after):
                 yield pb.WatchJobResponse(event=event_to_proto(event))
         except SpillwayError as exc:
             await context.abort_with_status(to_status(exc))

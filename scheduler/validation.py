@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from scheduler.errors import InvalidArgument
@@ -21,6 +22,10 @@ DEFAULT_SIZE = "720x1280"
 MAX_PRIORITY = 9
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
+# A Redis stream id: milliseconds and a sequence number, each an unsigned 64-bit integer.
+# ASCII digits only, where \d would also take other scripts' digits, which Redis refuses.
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_STREAM_ID_PART_MAX = 2**64 - 1
 
 
 def validate_spec(
@@ -97,3 +102,15 @@ def validate_page_size(page_size: int) -> int:
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidArgument("limit", f"must be 1 to {MAX_PAGE_SIZE}, got {page_size}")
     return page_size
+
+
+def validate_event_id(event_id: str) -> str:
+    """An event id to resume after, or "" for the first event. Checked here because Redis
+    refuses an out-of-range stream id with a bare error the caller could not act on."""
+    match = _EVENT_ID.fullmatch(event_id)
+    if event_id and (match is None or max(map(int, match.groups())) > _STREAM_ID_PART_MAX):
+        raise InvalidArgument(
+            "after",
+            f"invalid event id {event_id[:40]!r}; expected <ms>-<seq>, each 0 to 2^64-1",
+        )
+    return event_id
