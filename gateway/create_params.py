@@ -1,24 +1,38 @@
 """The body of ``POST /v1/videos`` (multipart, urlencoded or JSON) as a SubmitRenderRequest.
 
-The gateway checks only shapes and types; the scheduler validates values (prompt length,
-known models and sizes, allowed durations) and names the offending field itself.
+The gateway checks only shapes, types and encodings; the scheduler validates values
+(prompt length, known models and sizes, allowed durations) and names the offending field
+itself. Text must be UTF-8: a form whose bytes do not decode, or JSON that escapes half a
+surrogate pair, is refused. (Starlette's own form parsing would guess instead, storing
+Latin-1 or U+FFFD in place of what does not decode.)
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from urllib.parse import unquote_to_bytes
 
+from python_multipart import create_form_parser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import Field, File
 from spillway.v1 import scheduler_pb2
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from gateway.errors import ApiError
 
 _FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference"})
-_FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+_JSON_TYPE = "application/json"
+_URLENCODED_TYPE = "application/x-www-form-urlencoded"
+_FORM_TYPES = frozenset({"multipart/form-data", _URLENCODED_TYPE})
+# Room for a few strays, so that our own check names them, without collecting thousands.
+_MAX_FORM_FIELDS = 4 * len(_FIELDS)
 _UINT32_MAX = 2**32 - 1
+
+
+class _Upload:
+    """A file part of a form: refused, so only its presence is kept."""
 
 
 async def read_create_params(
@@ -26,22 +40,21 @@ async def read_create_params(
 ) -> scheduler_pb2.SubmitRenderRequest:
     """Read and parse the create body, reading at most `max_body_bytes` of it."""
     _check_declared_length(request, max_body_bytes)
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type != _JSON_TYPE and media_type not in _FORM_TYPES:
+        raise ApiError(
+            400,
+            "Send the request body as multipart/form-data or application/json.",
+            code="unsupported_content_type",
+        )
     capped = Request(request.scope, _capped_receive(request.receive, max_body_bytes))
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type == "application/json":
-        return _submit_request(_json_object(await capped.body()), idempotency_key)
-    if media_type in _FORM_TYPES:
-        # Closing the form releases an uploaded input_reference, which is refused anyway.
-        # The field limit leaves room for a few strays, so our own check names them.
-        async with capped.form(
-            max_files=1, max_fields=4 * len(_FIELDS), max_part_size=max_body_bytes
-        ) as form:
-            return _submit_request(form, idempotency_key)
-    raise ApiError(
-        400,
-        "Send the request body as multipart/form-data or application/json.",
-        code="unsupported_content_type",
-    )
+    body = await capped.body()
+    if media_type == _JSON_TYPE:
+        fields = _json_object(body)
+    else:
+        fields = _form_fields(body, content_type, urlencoded=media_type == _URLENCODED_TYPE)
+    return _submit_request(fields, idempotency_key)
 
 
 def _too_large(max_body_bytes: int) -> ApiError:
@@ -80,9 +93,84 @@ def _json_object(body: bytes) -> Mapping[str, object]:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        # The parser recurses once per level of nesting.
+        raise ApiError(400, "The request body is nested too deeply.", code="invalid_json") from None
     if not isinstance(value, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    for name, field in value.items():
+        if not _is_utf8(name):
+            raise _not_utf8(None)
+        if isinstance(field, str) and not _is_utf8(field):
+            raise _not_utf8(name)
     return value
+
+
+def _form_fields(body: bytes, content_type: str, *, urlencoded: bool) -> Mapping[str, object]:
+    """The fields of a multipart or urlencoded body, their names and values UTF-8."""
+    parts: list[tuple[bytes, bytes | _Upload]] = []
+
+    def add(name: bytes | None, value: bytes | _Upload) -> None:
+        if len(parts) == _MAX_FORM_FIELDS:
+            message = f"The form has more than {_MAX_FORM_FIELDS} fields."
+            raise ApiError(400, message, code="invalid_form")
+        parts.append((name or b"", value))
+
+    def on_field(field: Field) -> None:
+        add(field.field_name, field.value or b"")
+
+    def on_file(file: File) -> None:
+        file.close()
+        add(file.field_name, _Upload())
+
+    # A file part never reaches the disk: it is no larger than the body, held in memory.
+    config = {"MAX_MEMORY_FILE_SIZE": len(body)}
+    try:
+        parser = create_form_parser(
+            {"Content-Type": content_type.encode("latin-1")}, on_field, on_file, config
+        )
+        parser.write(body)
+        parser.finalize()
+    except FormParserError:
+        raise ApiError(
+            400, "The request body is not a well-formed form.", code="invalid_form"
+        ) from None
+
+    def text(raw: bytes, param: str | None) -> str:
+        if urlencoded:
+            raw = unquote_to_bytes(raw.replace(b"+", b" "))
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise _not_utf8(param) from None
+
+    fields: dict[str, object] = {}
+    for raw_name, raw_value in parts:
+        name = text(raw_name, None)
+        fields[name] = raw_value if isinstance(raw_value, _Upload) else text(raw_value, name)
+    return fields
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8: all but a lone surrogate, which JSON can escape."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_utf8(param: str | None) -> ApiError:
+    """The error for a parameter's value, or (`param` None) a parameter's name, that is
+    not UTF-8 text."""
+    if param is None:
+        return ApiError(400, "A parameter name is not valid UTF-8 text.", code="invalid_encoding")
+    return ApiError(
+        400,
+        f"Invalid value for '{param}': not valid UTF-8 text.",
+        code="invalid_encoding",
+        param=param,
+    )
 
 
 def _submit_request(
@@ -121,7 +209,7 @@ def _string(fields: Mapping[str, object], name: str) -> str | None:
     value = fields.get(name)
     if value is None or isinstance(value, str):
         return value
-    kind = "a file" if isinstance(value, UploadFile) else type(value).__name__
+    kind = "a file" if isinstance(value, _Upload) else type(value).__name__
     raise ApiError(
         400,
         f"Invalid type for '{name}': expected a string, got {kind}.",
