@@ -27,17 +27,21 @@ async def scheduler_metadata(
 ) -> Metadata:
     """The gRPC metadata that carries the caller's key and the current trace context
     (W3C ``traceparent``, ``tracestate``: the request's server span); 401 without a
-    Bearer token."""
+    Bearer token, or with one that cannot be a key."""
     if credentials is None:
-        raise ApiError(
-            401,
-            "Missing API key: send it as 'Authorization: Bearer <key>'.",
-            code="invalid_api_key",
-            headers={"www-authenticate": "Bearer"},
-        )
+        raise _unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'.")
+    key = credentials.credentials
+    # gRPC metadata carries printable ASCII only: any other key is no key of ours, and
+    # would fail the scheduler call before it is sent.
+    if not (key.isascii() and key.isprintable()):
+        raise _unauthorized("Invalid API key: an API key is printable ASCII.")
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)
-    return (("authorization", f"Bearer {credentials.credentials}"), *trace_context.items())
+    return (("authorization", f"Bearer {key}"), *trace_context.items())
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, code="invalid_api_key", headers={"www-authenticate": "Bearer"})
 
 
 CallerMetadata = Annotated[Metadata, Depends(scheduler_metadata)]
