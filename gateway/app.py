@@ -1,10 +1,14 @@
 """The gateway's ASGI app: the OpenAI Videos API over the Scheduler's gRPC service.
 
-Every request but ``/healthz`` and ``/metrics`` gets an OpenTelemetry SERVER span named
-by its route (``GET /v1/videos/{video_id}``), continuing the caller's trace when the
-request carries a W3C ``traceparent``; the scheduler calls made while serving it carry
-that context on (`gateway.auth`). Requests are counted and timed on ``GET /metrics``
+Every request but ``/healthz``, ``/readyz`` and ``/metrics`` gets an OpenTelemetry SERVER
+span named by its route (``GET /v1/videos/{video_id}``), continuing the caller's trace
+when the request carries a W3C ``traceparent``; the scheduler calls made while serving it
+carry that context on (`gateway.auth`). Requests are counted and timed on ``GET /metrics``
 (`gateway.metrics`).
+
+``/healthz`` answers while the process serves requests (liveness); ``/readyz`` only while
+the scheduler behind it reports SERVING (readiness), so that a load balancer sends
+nothing to a gateway that could only fail it.
 """
 
 from __future__ import annotations
@@ -12,18 +16,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import grpc
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from grpc_health.v1 import health_pb2
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from spillway.v1 import scheduler_pb2
 
 from gateway import errors, routes
-from gateway.backends import open_backends
+from gateway.backends import backends, open_backends
 from gateway.config import GatewayConfig
+from gateway.errors import ApiError
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 
 # Regexes over the request's full URL (scheme://host/path), as the instrumentation
 # matches them: probes and scrapes make no spans.
-_UNTRACED_URLS = r"^[a-z]+://[^/]+/healthz$,^[a-z]+://[^/]+/metrics$"
+_UNTRACED_URLS = r"^[a-z]+://[^/]+/(healthz|readyz|metrics)$"
+
+SCHEDULER_SERVICE = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
+# Within a probe's own deadline (Kubernetes gives up after 1 s by default), so that the
+# probe gets the 503 and its reason rather than a timeout.
+_READY_TIMEOUT_S = 0.9
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
@@ -44,6 +57,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", _readyz, methods=["GET"], include_in_schema=False)
     metrics = GatewayMetrics()
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -59,3 +73,23 @@ def create_app(config: GatewayConfig) -> FastAPI:
 async def _healthz() -> JSONResponse:
     """The process serves requests; says nothing about the scheduler behind it."""
     return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> JSONResponse:
+    """The scheduler answers its standard health check SERVING over the gateway's
+    channel; 503 otherwise."""
+    check = health_pb2.HealthCheckRequest(service=SCHEDULER_SERVICE)
+    try:
+        response = await backends(request).health.Check(check, timeout=_READY_TIMEOUT_S)
+    except grpc.aio.AioRpcError as err:
+        reason = f"its health check failed with {err.code().name}"
+    else:
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            return JSONResponse({"status": "ready"})
+        reason = "it reports that it is not serving"
+    raise ApiError(
+        503,
+        f"The scheduler is not ready: {reason}.",
+        code="scheduler_not_ready",
+        headers={"retry-after": "1"},
+    )

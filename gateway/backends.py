@@ -10,6 +10,7 @@ from typing import cast
 
 import grpc
 import httpx
+from grpc_health.v1 import health_pb2_grpc
 from spillway.v1 import scheduler_pb2_grpc
 from starlette.requests import Request
 
@@ -26,6 +27,8 @@ class Backends:
 
     config: GatewayConfig
     scheduler: scheduler_pb2_grpc.SchedulerStub
+    # The scheduler's standard health service, on the same channel.
+    health: health_pb2_grpc.HealthStub
     # Set only in proxy content mode, the one that fetches the MP4 itself.
     http: httpx.AsyncClient | None
 
@@ -40,7 +43,12 @@ async def open_backends(config: GatewayConfig) -> AsyncIterator[Backends]:
         if config.content_mode is ContentMode.PROXY:
             timeout = httpx.Timeout(config.timeout_s)
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
-        yield Backends(config, scheduler_pb2_grpc.SchedulerStub(channel), http)
+        yield Backends(
+            config,
+            scheduler_pb2_grpc.SchedulerStub(channel),
+            health_pb2_grpc.HealthStub(channel),
+            http,
+        )
 
 
 def backends(request: Request) -> Backends:
