@@ -147,6 +147,11 @@ async def redis_server(tmp: Path) -> AsyncIterator[str]:
             "(or set REDIS_URL to a Redis you run)"
         )
     port = free_port()
+    # Append-only file on, so that a redis-server restarted within the stack comes back
+    # with the queue and leases it had; its own directory keeps it apart from the pools'
+    # scratch files in the same working dir.
+    data = tmp / "redis"
+    data.mkdir()
     argv = [
         binary,
         "--port",
@@ -154,11 +159,13 @@ async def redis_server(tmp: Path) -> AsyncIterator[str]:
         "--bind",
         "127.0.0.1",
         "--dir",
-        str(tmp),
+        str(data),
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
     ]
     async with child(argv, port, "redis-server"):
         yield f"redis://127.0.0.1:{port}/0"
