@@ -18,6 +18,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.dispatcher import Dispatcher, DispatcherConfig
 from scheduler.events import EventHub
 from scheduler.fleet import Fleet, FleetMonitor
+from scheduler.grpc_input import DecodeRequests
 from scheduler.metrics import MetricsServer, SchedulerMetrics
 from scheduler.outage import Outage
 from scheduler.pools.base import Pool
@@ -157,6 +158,7 @@ class SchedulerServer:
         )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
+            interceptors=[DecodeRequests()],
             options=[
                 ("grpc.so_reuseport", 0),
                 # Thousands of WatchJob streams may open at once: gRPC's defaults (100
@@ -165,7 +167,7 @@ class SchedulerServer:
                 ("grpc.max_concurrent_streams", cfg.grpc_max_streams),
                 ("grpc.server.max_pending_requests", cfg.grpc_max_streams),
                 ("grpc.server.max_pending_requests_hard_limit", 2 * cfg.grpc_max_streams),
-            ]
+            ],
         )
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
             SchedulerService(
