@@ -81,7 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--no-demo", dest="demo", action="store_false", help="skip the sample and the burst"
     )
-    dev.add_argument("--once", action="store_true", help="exit after the sample render")
+    dev.add_argument(
+        "--once",
+        action="store_true",
+        help="exit after the demo: the sample, then the burst (--burst 0 for the sample alone)",
+    )
     dev.add_argument(
         "--trace",
         action="store_true",
@@ -225,6 +229,8 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    import httpx
+
     from scheduler.rest_client import ApiError
 
     if not args.api_key:
@@ -234,6 +240,9 @@ def _submit(args: argparse.Namespace) -> int:
         return asyncio.run(_submit_async(args))
     except ApiError as exc:
         print(f"spillway submit: {exc}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:
+        print(f"spillway submit: cannot reach {args.base_url}: {exc}", file=sys.stderr)
         return 1
 
 

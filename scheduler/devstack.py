@@ -189,17 +189,34 @@ async def s3_server() -> AsyncIterator[str]:
         yield endpoint
 
 
+def claim_port(port: int, option: str) -> socket.socket:
+    """Binds the port before anything starts, so a port in use stops the stack at once
+    with a clear message, rather than after Redis, S3 and the renderers are up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise StackError(
+            f"127.0.0.1:{port} is not free ({exc.strerror}); pass {option} with another port"
+        ) from None
+    return sock
+
+
 @contextlib.asynccontextmanager
-async def gateway(scheduler_address: str, port: int) -> AsyncIterator[str]:
+async def gateway(scheduler_address: str, sock: socket.socket) -> AsyncIterator[str]:
     config = GatewayConfig.from_env({**os.environ, "SPILLWAY_SCHEDULER_ADDR": scheduler_address})
+    host, port = sock.getsockname()
     server = EmbeddedServer(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(config), host=host, port=port, log_level="warning")
     )
-    task = asyncio.create_task(server.serve(), name="gateway")
+    # Serving on our bound socket: uvicorn calls sys.exit when its own bind fails.
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway")
     while not server.started:
         if task.done():
             task.result()
-            raise StackError(f"the gateway could not listen on 127.0.0.1:{port}; try --port")
+            raise StackError(f"the gateway stopped while starting on {host}:{port}")
         await asyncio.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -221,6 +238,10 @@ async def run(options: DevOptions) -> int:
     with tempfile.TemporaryDirectory(prefix="spillway-dev-") as tmp_name:
         tmp = Path(tmp_name)
         async with contextlib.AsyncExitStack() as stack:
+            gateway_sock = stack.enter_context(claim_port(options.port, "--port"))
+            if options.metrics_port:
+                # Checked now and released: the scheduler binds it itself.
+                claim_port(options.metrics_port, "--metrics-port").close()
             redis_url = await stack.enter_async_context(redis_server(tmp))
             say(f"redis      {redis_url}")
             s3_endpoint = await stack.enter_async_context(s3_server())
@@ -268,7 +289,7 @@ async def run(options: DevOptions) -> int:
                 f"{policy.max_containers} x {policy.concurrency}); spills at "
                 f"{policy.high_watermark} queued, returns at {policy.low_watermark}"
             )
-            base = await stack.enter_async_context(gateway(scheduler.address, options.port))
+            base = await stack.enter_async_context(gateway(scheduler.address, gateway_sock))
             say(f"gateway    {base}/v1   (OpenAPI: {base}/openapi.json)")
             say(
                 f"metrics    http://127.0.0.1:{scheduler.metrics_port}/metrics (scheduler), "

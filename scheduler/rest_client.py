@@ -116,7 +116,9 @@ async def watch_with_bar(
     async for event in client.events(video_id):
         last = event.data
         line = progress_line(int(last.get("progress") or 0), event.event.removeprefix("video."))
-        out.write(f"\r{line}" if tty else f"{line}\n")
+        # Erase to the end of the line: a shorter status must not leave the tail of a
+        # longer one behind.
+        out.write(f"\r{line}\x1b[K" if tty else f"{line}\n")
         out.flush()
     if tty:
         out.write("\n")
