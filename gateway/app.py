@@ -23,11 +23,12 @@ from grpc_health.v1 import health_pb2
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from spillway.v1 import scheduler_pb2
 
-from gateway import errors, routes
+from gateway import errors, models, routes
 from gateway.backends import backends, open_backends
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.request_id import RequestIdMiddleware
 
 # Regexes over the request's full URL (scheme://host/path), as the instrumentation
 # matches them: probes and scrapes make no spans.
@@ -51,16 +52,18 @@ def create_app(config: GatewayConfig) -> FastAPI:
         summary="Video render jobs in the shape of the OpenAI Videos API.",
         version="1",
         lifespan=lifespan,
-        docs_url=None,
+        docs_url="/docs",
         redoc_url=None,
     )
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(models.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", _readyz, methods=["GET"], include_in_schema=False)
     metrics = GatewayMetrics()
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
     app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     # Without the per-message "http send"/"http receive" spans: an event stream would
     # make one per event.

@@ -31,6 +31,10 @@ POLL_AFTER_MS = "SPILLWAY_POLL_AFTER_MS"
 TIMEOUT_S = "SPILLWAY_GATEWAY_TIMEOUT_S"
 """Deadline of each unary call to the scheduler, in seconds (default 10)."""
 
+MODELS = "SPILLWAY_MODELS"
+"""Comma-separated models that ``GET /v1/models`` lists, the first the default (default
+``sora-2,sora-2-pro``): the scheduler's variable of the same name, read here too."""
+
 _T = TypeVar("_T")
 _SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
 
@@ -53,6 +57,7 @@ class GatewayConfig:
     max_body_bytes: int = 1_048_576
     poll_after_ms: int = 1000
     timeout_s: float = 10.0
+    models: tuple[str, ...] = ("sora-2", "sora-2-pro")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> GatewayConfig:
@@ -64,6 +69,7 @@ class GatewayConfig:
             max_body_bytes=_read(environ, MAX_BODY_BYTES, _positive_int, defaults.max_body_bytes),
             poll_after_ms=_read(environ, POLL_AFTER_MS, _positive_int, defaults.poll_after_ms),
             timeout_s=_read(environ, TIMEOUT_S, _positive_seconds, defaults.timeout_s),
+            models=_read(environ, MODELS, _models, defaults.models),
         )
 
 
@@ -97,3 +103,10 @@ def _positive_seconds(value: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError("expected a positive number of seconds")
     return seconds
+
+
+def _models(value: str) -> tuple[str, ...]:
+    models = tuple(m.strip() for m in value.split(","))
+    if not all(models):
+        raise ValueError("expected comma-separated model names")
+    return models
