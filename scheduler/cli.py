@@ -192,7 +192,15 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="one JSON object")
     plan.set_defaults(run=_plan)
 
-    scheduler = commands.add_parser("scheduler", help="run one scheduler replica")
+    from scheduler.settings_doc import epilog
+
+    scheduler = commands.add_parser(
+        "scheduler",
+        help="run one scheduler replica",
+        description="Runs one scheduler replica, configured by its environment.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     scheduler.set_defaults(run=_scheduler)
     # Listed for --help; main() hands their arguments over before parsing.
     commands.add_parser("renderer", help="run an in-house renderer (see --help there)")
