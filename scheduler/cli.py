@@ -2,6 +2,7 @@
 
 spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
+spillway jobs       list, get, cancel, watch or download jobs through the gateway
 spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
 spillway fleet      list, add, drain or remove in-house renderers (in Redis, at run time)
 spillway simulate   replay a workload trace through the policy and baselines (no servers)
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 
 from renderer.telemetry import setup_logging, setup_tracing
-from scheduler import fleet_cli
+from scheduler import fleet_cli, jobs_cli
 from scheduler.config import ConfigError, SchedulerConfig
 from scheduler.plan import PlanInputs
 from scheduler.sim.policies import POLICY_NAMES
@@ -104,15 +105,24 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--model", default=None)
     submit.add_argument("--watch", action="store_true", help="show progress until it ends")
     submit.add_argument("-o", "--output", type=Path, help="save the MP4 here (implies --watch)")
-    submit.add_argument(
-        "--base-url",
-        default=os.environ.get("SPILLWAY_BASE_URL", "http://127.0.0.1:8000/v1"),
-        help="gateway URL (SPILLWAY_BASE_URL, default %(default)s)",
-    )
-    submit.add_argument(
-        "--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="(SPILLWAY_API_KEY)"
-    )
+    _add_gateway_arguments(submit)
     submit.set_defaults(run=_submit)
+
+    jobs = commands.add_parser(
+        "jobs",
+        help="list, get, cancel, watch or download render jobs (through the gateway)",
+        description=jobs_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    jobs.add_argument("action", choices=jobs_cli.ACTIONS)
+    jobs.add_argument("id", nargs="?", help="the job's id (video_...), for all but list")
+    jobs.add_argument("--json", action="store_true", help="JSON instead of a table")
+    jobs.add_argument("--limit", type=int, default=20, help="for list (%(default)s, max 100)")
+    jobs.add_argument("--after", help="for list: the page after this id")
+    jobs.add_argument("--order", choices=("desc", "asc"), default="desc", help="for list")
+    jobs.add_argument("-o", "--output", type=Path, help="for download (default ID.mp4)")
+    _add_gateway_arguments(jobs)
+    jobs.set_defaults(run=_jobs)
 
     spill = commands.add_parser("spillover", help="show the spillover policy's status")
     spill.add_argument("--json", action="store_true", help="one JSON object")
@@ -208,6 +218,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-url",
+        default=os.environ.get("SPILLWAY_BASE_URL", "http://127.0.0.1:8000/v1"),
+        help="gateway URL (SPILLWAY_BASE_URL, default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="(SPILLWAY_API_KEY)"
+    )
+
+
 def _dev(args: argparse.Namespace) -> int:
     from scheduler.devstack import DevOptions, StackError, run
 
@@ -251,7 +272,16 @@ def _submit(args: argparse.Namespace) -> int:
         return 1
     except httpx.TransportError as exc:
         print(f"spillway submit: cannot reach {args.base_url}: {exc}", file=sys.stderr)
-        return 1
+        return jobs_cli.UNREACHABLE
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    if not args.api_key:
+        print(
+            f"spillway jobs {args.action}: set SPILLWAY_API_KEY or pass --api-key", file=sys.stderr
+        )
+        return jobs_cli.USAGE
+    return asyncio.run(jobs_cli.run(args))
 
 
 async def _submit_async(args: argparse.Namespace) -> int:

@@ -53,6 +53,18 @@ class RestClient:
         response = await self._http.post("/videos", files={k: (None, v) for k, v in form.items()})
         return _json(response)
 
+    async def list(self, *, limit: int, after: str = "", order: str = "desc") -> dict[str, Any]:
+        params: dict[str, str | int] = {"limit": limit, "order": order}
+        if after:
+            params["after"] = after
+        return _json(await self._http.get("/videos", params=params))
+
+    async def get(self, video_id: str) -> dict[str, Any]:
+        return _json(await self._http.get(f"/videos/{video_id}"))
+
+    async def delete(self, video_id: str) -> dict[str, Any]:
+        return _json(await self._http.delete(f"/videos/{video_id}"))
+
     async def events(self, video_id: str, after: str = "") -> AsyncIterator[SseEvent]:
         """Follows the job's Server-Sent Events until the stream ends."""
         headers = {"Last-Event-ID": after} if after else {}
@@ -96,7 +108,12 @@ class RestClient:
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
-    body: dict[str, Any] = response.json()
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        # Not the gateway answering (a proxy's error page, a wrong URL): say what came.
+        text = " ".join(response.text.split())[:200]
+        raise ApiError(response.status_code, {"error": {"message": text or "no body"}}) from None
     if response.status_code >= 400:
         raise ApiError(response.status_code, body)
     return body

@@ -37,7 +37,7 @@ def taken_port() -> Iterator[int]:
 def test_submit_with_the_gateway_down_prints_one_line() -> None:
     port = free_port()  # nothing listens there
     result = _spillway("submit", "a cat", "--base-url", f"http://127.0.0.1:{port}/v1")
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert f"cannot reach http://127.0.0.1:{port}/v1" in result.stderr
