@@ -40,6 +40,7 @@ from scheduler.spillover import Status as SpilloverStatus
 from scheduler.storage import ObjectStore, StorageError
 from scheduler.store import JobStore, QueueFull
 from scheduler.validation import (
+    require_job_id,
     validate_event_id,
     validate_idempotency_key,
     validate_job_id,
@@ -102,7 +103,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _own_job(self, context: Ctx, job_id: str) -> Job:
         tenant = self._keys.tenant(context.invocation_metadata())
-        validate_job_id(job_id)
+        require_job_id(job_id)
         job = await self._store.get(job_id)
         if job is None or job.tenant != tenant:
             raise NotFound(f"video {job_id!r} not found")
@@ -187,7 +188,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     @_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
         tenant = self._keys.tenant(context.invocation_metadata())
-        validate_job_id(request.id)
+        require_job_id(request.id)
         found = await self._store.cancel(tenant, request.id)
         if found is None:
             raise NotFound(f"video {request.id!r} not found")
@@ -199,7 +200,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     @_errors
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
         tenant = self._keys.tenant(context.invocation_metadata())
-        validate_job_id(request.id)
+        require_job_id(request.id)
         found = await self._store.delete(tenant, request.id)
         if found is None:
             raise NotFound(f"video {request.id!r} not found")

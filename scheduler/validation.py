@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from scheduler.errors import InvalidArgument
+from scheduler.errors import InvalidArgument, NotFound
 from scheduler.jobs import JobSpec, is_job_id
 
 MAX_PROMPT_CHARS = 4000
@@ -93,6 +93,14 @@ def validate_job_id(job_id: str, field: str = "id") -> str:
             f"malformed video id {job_id[:80]!r}; expected video_<32 hex digits>",
             reason="invalid_id",
         )
+    return job_id
+
+
+def require_job_id(job_id: str) -> str:
+    """An id that cannot be one of ours names no video the caller can see: NOT_FOUND, as
+    OpenAI answers for any id it does not know (its client raises NotFoundError)."""
+    if not is_job_id(job_id):
+        raise NotFound(f"video {job_id[:80]!r} not found")
     return job_id
 
 

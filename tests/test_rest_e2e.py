@@ -541,11 +541,17 @@ async def test_missing_or_wrong_key_is_401(gateway: Gateway, redis_client: aredi
     await assert_nothing_stored(redis_client)
 
 
-async def test_malformed_id_is_400_and_unknown_id_is_404(gateway: Gateway) -> None:
-    """An id that is not video_<32 hex> is 400 param id; a well-formed unknown one is 404."""
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # openai marks videos deprecated
+async def test_any_id_not_ours_is_404(gateway: Gateway) -> None:
+    """An id the caller cannot see is 404 whatever its form: the official client's
+    callers catch NotFoundError."""
     for method in ("GET", "DELETE"):
-        response = await gateway.http.request(method, "/v1/videos/nope")
-        assert_openai_error(response, 400, param="id", code="invalid_id")
+        for video_id in ("nope", "video_doesnotexist_123"):
+            response = await gateway.http.request(method, f"/v1/videos/{video_id}")
+            assert_openai_error(response, 404, param=None, code="not_found")
+    async with openai.AsyncOpenAI(base_url=f"{gateway.base}/v1", api_key=API_KEY) as client:
+        with pytest.raises(openai.NotFoundError):
+            await client.videos.retrieve("video_doesnotexist_123")
     for path in (f"/v1/videos/{UNKNOWN_ID}", f"/v1/videos/{UNKNOWN_ID}/content"):
         assert_openai_error(await gateway.http.get(path), 404, param=None, code="not_found")
     assert_openai_error(await gateway.http.delete(f"/v1/videos/{UNKNOWN_ID}"), 404, param=None)

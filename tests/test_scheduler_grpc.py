@@ -203,16 +203,19 @@ async def test_bad_submit_is_rejected_with_field_violation_and_writes_nothing(
     assert await redis_client.keys("spw:job:*") == []  # type: ignore[attr-defined]
 
 
-async def test_malformed_and_unknown_ids(scheduler_channel: grpc.aio.Channel) -> None:
-    """A malformed id is INVALID_ARGUMENT; a well-formed unknown one is NOT_FOUND."""
+async def test_ids_not_ours_are_not_found(scheduler_channel: grpc.aio.Channel) -> None:
+    """Any id the caller cannot see is NOT_FOUND, whatever its form, as OpenAI answers;
+    only a malformed page token is INVALID_ARGUMENT."""
     s = stub(scheduler_channel)
+    for job_id in ("../etc/passwd", "video_doesnotexist_123", "video_" + "0" * 32):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await s.GetJob(pb.GetJobRequest(id=job_id), metadata=AUTH)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, job_id
+        assert rich_details(info.value)[0] == "not_found"
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await s.GetJob(pb.GetJobRequest(id="../etc/passwd"), metadata=AUTH)
+        await s.ListJobs(pb.ListJobsRequest(page_token="../etc"), metadata=AUTH)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert rich_details(info.value) == ("invalid_id", ["id"])
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await s.GetJob(pb.GetJobRequest(id="video_" + "0" * 32), metadata=AUTH)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert rich_details(info.value) == ("invalid_id", ["after"])
 
 
 async def test_missing_or_wrong_key_is_unauthenticated(
