@@ -160,6 +160,14 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 f"the render queue is full ({exc.queued} jobs waiting); retry in {retry_after_s} s",
                 retry_after_s=retry_after_s,
             ) from None
+        if not submitted.created and submitted.job.spec != spec:
+            # Returning the first job would hand the caller a video of another request.
+            raise InvalidArgument(
+                "idempotency_key",
+                f"was already used for video {submitted.job.id} with other parameters; "
+                "send a new key with a new request",
+                reason="idempotency_key_reused",
+            )
         if submitted.created:
             self._metrics.submitted()
             log.info("job %s queued for tenant %s", submitted.job.id, tenant)

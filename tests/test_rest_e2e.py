@@ -328,6 +328,14 @@ async def test_idempotency_key_creates_one_video(gateway: Gateway) -> None:
     async with http_client(gateway.base, OTHER_API_KEY) as globex:
         theirs = await globex.post("/v1/videos", json=VALID, headers=keyed)
     assert theirs.status_code == 200 and theirs.json()["id"] not in (video_id, *plain)
+    # The same key with another request is refused, and creates nothing.
+    reused = await gateway.http.post(
+        "/v1/videos", json={**VALID, "prompt": "another film"}, headers=keyed
+    )
+    assert_openai_error(reused, 400, param="idempotency_key", code="idempotency_key_reused")
+    assert video_id in reused.json()["error"]["message"]
+    listed = (await gateway.http.get("/v1/videos")).json()["data"]
+    assert sorted(v["id"] for v in listed) == sorted([video_id, *plain])
     # Deleting the finished video frees its key.
     assert (await wait_final(gateway.http, video_id)).event == "video.completed"
     assert (await gateway.http.delete(f"/v1/videos/{video_id}")).status_code == 200
