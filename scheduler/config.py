@@ -86,6 +86,9 @@ fails (`upload_failed`). The render is never redone for an S3 error. Default 360
 GRPC_MAX_STREAMS = "SPILLWAY_GRPC_MAX_STREAMS"
 """Concurrent RPCs (WatchJob streams included) the scheduler serves per HTTP/2
 connection. Default 10000."""
+EXPIRY_INTERVAL_S = "SPILLWAY_EXPIRY_INTERVAL_S"
+"""How often a finished job's MP4 is looked for past its `expires_at` (the job's
+retention) and deleted, by one replica at a time. Default 60."""
 REPLICA_ID = "SPILLWAY_REPLICA_ID"
 """This replica's name in leases and logs. Default host-pid-random."""
 
@@ -141,6 +144,7 @@ class SchedulerConfig:
     fleet_eject_after: int
     upload_retry_s: float
     grpc_max_streams: int
+    expiry_interval_s: float
     policy: PolicyConfig
     spill: SpillConfig
 
@@ -185,6 +189,7 @@ class SchedulerConfig:
             fleet_eject_after=get(env, FLEET_EJECT_AFTER, "1", int_at_least(1)),
             upload_retry_s=get(env, UPLOAD_RETRY_S, "3600", float_at_least(0)),
             grpc_max_streams=get(env, GRPC_MAX_STREAMS, "10000", int_at_least(100)),
+            expiry_interval_s=get(env, EXPIRY_INTERVAL_S, "60", float_at_least(0.1)),
             policy=policy_from_env(env),
             spill=spill_from_env(env),
         )

@@ -130,3 +130,11 @@ def samples(pool: str, kind: str) -> str:
 def spend(month: str) -> str:
     """Float (USD) metered on the second fleet in a calendar month (UTC, `YYYY-MM`)."""
     return f"{NAMESPACE}spend:{month}"
+
+
+OBJECT_EXPIRY = f"{NAMESPACE}objects:expiry"
+"""Sorted set: S3 key of a finished job's MP4 -> when it expires (ms, Redis time), the
+job's `expires_at`; the expiry sweeper deletes each object then."""
+
+EXPIRY_LEASE = f"{NAMESPACE}objects:expiry:lease"
+"""String: the replica that sweeps expired objects, with a TTL it renews."""

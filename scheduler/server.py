@@ -17,6 +17,7 @@ from scheduler.auth import ApiKeys
 from scheduler.config import SchedulerConfig
 from scheduler.dispatcher import Dispatcher, DispatcherConfig
 from scheduler.events import EventHub
+from scheduler.expiry import ObjectExpiry
 from scheduler.fleet import Fleet, FleetMonitor
 from scheduler.grpc_input import DecodeRequests
 from scheduler.metrics import MetricsServer, SchedulerMetrics
@@ -126,6 +127,12 @@ class SchedulerServer:
             owner=cfg.replica_id,
             interval_s=cfg.fleet_probe_interval_s,
         )
+        self.object_expiry = ObjectExpiry(
+            self.redis,
+            self._objects,
+            owner=cfg.replica_id,
+            interval_s=cfg.expiry_interval_s,
+        )
         if self._spill is None:
             self._spill = build_spill_pool(cfg, self._tmp_dir)
         spill_name = self._spill.name if self._spill else None
@@ -198,6 +205,7 @@ class SchedulerServer:
             self.metrics_port = await asyncio.to_thread(self.metrics_server.start)
         await self.dispatcher.start()
         self.fleet_monitor.start()
+        self.object_expiry.start()
         self._ready: bool | None = None
         await self._set_ready(True)
         self._readiness = asyncio.create_task(self._watch_readiness(), name="readiness")
@@ -237,6 +245,7 @@ class SchedulerServer:
         steps = [
             ("readiness check", cancel_and_wait(self._readiness)),
             ("fleet monitor", self.fleet_monitor.stop()),
+            ("object expiry", self.object_expiry.stop()),
             ("dispatcher", self.dispatcher.stop()),
             ("grpc server", self.server.stop(grace)),
             *(

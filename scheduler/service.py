@@ -219,7 +219,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             try:
                 await self._objects.delete(job.output.key)
             except StorageError:
-                # The job is gone either way; the bucket's lifecycle rule is the backstop.
+                # The job is gone either way; the expiry sweep deletes the MP4 at its
+                # expires_at (scheduler/expiry.py).
                 log.exception("job %s deleted but its MP4 was not", job.id)
         log.info("job %s deleted", job.id)
         return pb.DeleteJobResponse(id=job.id, deleted=True)

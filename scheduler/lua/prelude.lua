@@ -95,6 +95,12 @@ local function finish(jk, evkey, chan, maxlen, id, status, code, message, retent
   if status == 'completed' then
     progress = 100
     redis.call('HSET', jk, 'progress', 100)
+    -- The MP4 expires with the job: indexed in the same step, so no crash can leave
+    -- an object that nothing will delete.
+    local object = redis.call('HGET', jk, 'key')
+    if object then
+      redis.call('ZADD', K_OBJECT_EXPIRY, now + retention_ms, object)
+    end
   end
   local ev = {type = status, status = status, progress = progress, t = now}
   if code ~= '' then

@@ -1,0 +1,78 @@
+"""Finished jobs' MP4s are deleted at the job's `expires_at`, when Redis forgets the job.
+
+Completing a job indexes its object by expiry time in the same Lua step
+(`keys.OBJECT_EXPIRY`); one replica at a time, the holder of `keys.EXPIRY_LEASE`,
+deletes what is due and then drops it from the index, so an S3 outage delays deletion
+but never loses it. Deleting is idempotent: a key deleted twice (a lease that moved
+mid-sweep, a video the caller deleted first) costs one extra request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+import redis.asyncio as redis
+
+from scheduler import keys
+from scheduler.outage import CONNECTION_ERRORS, Outage
+from scheduler.storage import ObjectStore, StorageError
+from scheduler.store import load_script
+from scheduler.tasks import cancel_and_wait, cancel_requested
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class ObjectExpiry:
+    """Owned, started and stopped by the scheduler server."""
+
+    def __init__(
+        self, client: redis.Redis, objects: ObjectStore, *, owner: str, interval_s: float
+    ) -> None:
+        self._r = client
+        self._objects = objects
+        self._owner = owner
+        self._interval_s = interval_s
+        self._lease = client.register_script(load_script("lease"))
+        self._task: asyncio.Task[None] | None = None
+        self._outage = Outage("expiring objects", log, (*CONNECTION_ERRORS, StorageError))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="object-expiry")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+
+    async def sweep_once(self) -> int:
+        """Deletes up to `BATCH` objects that are due; returns how many."""
+        seconds, micros = await self._r.time()
+        now_ms = seconds * 1000 + micros // 1000
+        due = cast(
+            list[str],
+            await self._r.zrangebyscore(keys.OBJECT_EXPIRY, "-inf", now_ms, start=0, num=BATCH),
+        )
+        for key in due:
+            await self._objects.delete(key)
+        if due:
+            await self._r.zrem(keys.OBJECT_EXPIRY, *due)
+            log.info("deleted %d expired objects", len(due))
+        return len(due)
+
+    async def _run(self) -> None:
+        ttl_ms = int(self._interval_s * 3 * 1000)
+        while True:
+            try:
+                if await self._lease(keys=[keys.EXPIRY_LEASE], args=[self._owner, ttl_ms]):
+                    while await self.sweep_once() == BATCH:
+                        pass
+                self._outage.ok()
+            except Exception as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
+                self._outage.failed(exc)
+            await asyncio.sleep(self._interval_s)
