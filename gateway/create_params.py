@@ -22,7 +22,8 @@ from starlette.types import Message, Receive
 
 from gateway.errors import ApiError
 
-_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference"})
+# `deadline_seconds` is spillway's extension: OpenAI's API has no deadline.
+_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference", "deadline_seconds"})
 _JSON_TYPE = "application/json"
 _URLENCODED_TYPE = "application/x-www-form-urlencoded"
 _FORM_TYPES = frozenset({"multipart/form-data", _URLENCODED_TYPE})
@@ -202,6 +203,7 @@ def _submit_request(
         seconds=_seconds(fields.get("seconds")),
         size=_string(fields, "size") or "",
         idempotency_key=idempotency_key or "",
+        deadline_seconds=_deadline(fields.get("deadline_seconds")),
     )
 
 
@@ -216,6 +218,31 @@ def _string(fields: Mapping[str, object], name: str) -> str | None:
         code="invalid_type",
         param=name,
     )
+
+
+def _deadline(value: object) -> int:
+    """Seconds after submit at which the job is useless; 0 (none) when not given. The
+    scheduler checks the range."""
+    if value is None:
+        return 0
+    seconds = _whole(value)
+    if seconds is None:
+        raise ApiError(
+            400,
+            "Invalid value for 'deadline_seconds': expected a whole number of seconds.",
+            code="invalid_value",
+            param="deadline_seconds",
+        )
+    return min(_UINT32_MAX, seconds)
+
+
+def _whole(value: object) -> int | None:
+    # A JSON true is an int to Python, but not a number of seconds.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, str) and len(value) <= 10 and value.isascii() and value.isdecimal():
+        return int(value)
+    return None
 
 
 def _seconds(value: object) -> int:

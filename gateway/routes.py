@@ -59,6 +59,11 @@ _CREATE_SCHEMA: dict[str, Any] = {
             "description": "Clip length: 4 (default), 8 or 12; a string in a form.",
         },
         "size": {"type": "string", "description": "WIDTHxHEIGHT; default 720x1280."},
+        "deadline_seconds": {
+            "anyOf": [{"type": "string"}, {"type": "integer"}],
+            "description": "spillway's extension: the video is useless this many seconds "
+            "after submit (1 to 604800); still queued then, it fails with code 'expired'.",
+        },
     },
 }
 _CREATE_BODY = {

@@ -47,6 +47,13 @@ class Video(TypedDict):
     seconds: str
     remixed_from_video_id: None
     error: VideoError | None
+    deadline_at: Annotated[
+        int | None,
+        Field(
+            description="spillway's addition: when the video, if still queued, fails with "
+            "error code 'expired' (unix seconds); null without a deadline_seconds.",
+        ),
+    ]
     trace_id: Annotated[
         str | None,
         Field(
@@ -105,6 +112,7 @@ def video_from_job(job: scheduler_pb2.Job) -> Video:
         "seconds": str(job.seconds),
         "remixed_from_video_id": None,
         "error": _error(job.status, job.error),
+        "deadline_at": unix_seconds(job.deadline),
         "trace_id": job.trace_id or None,
     }
 

@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--seconds", type=int, choices=SECONDS, default=4)
     submit.add_argument("--size", choices=list(SIZES), default=DEFAULT_SIZE)
     submit.add_argument("--model", default=None)
+    submit.add_argument(
+        "--deadline",
+        type=int,
+        metavar="SECONDS",
+        help="the job is useless this long after submit: still queued then, it fails "
+        "with 'expired'",
+    )
     submit.add_argument("--watch", action="store_true", help="show progress until it ends")
     submit.add_argument("-o", "--output", type=Path, help="save the MP4 here (implies --watch)")
     _add_gateway_arguments(submit)
@@ -289,7 +296,11 @@ async def _submit_async(args: argparse.Namespace) -> int:
 
     async with RestClient(args.base_url, args.api_key) as client:
         video = await client.create(
-            args.prompt, seconds=args.seconds, size=args.size, model=args.model
+            args.prompt,
+            seconds=args.seconds,
+            size=args.size,
+            model=args.model,
+            deadline_s=args.deadline,
         )
         print(video["id"], flush=True)
         if not (args.watch or args.output):

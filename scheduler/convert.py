@@ -45,6 +45,7 @@ def job_to_proto(job: Job) -> pb.Job:
         attempt=job.attempt,
         idempotency_key=job.idempotency_key,
         trace_id=job.trace_id,
+        deadline=timestamp(job.deadline_ms),
     )
     if job.error_code:
         msg.error.code = job.error_code

@@ -71,6 +71,8 @@ class Dispatcher:
         self._running: dict[str, Attempt] = {}
         """The attempt that holds each job's current lease on this replica. An older
         attempt of the same job may still be winding down; it is not in here."""
+        self._next_deadline_ms: int | None = None
+        """How long until the next job deadline, as of the last decision."""
         self._runner = AttemptRunner(
             store,
             hub,
@@ -166,6 +168,13 @@ class Dispatcher:
     async def _dispatch_once(self) -> Plan | None:
         """One decision, carried out. Returns the plan if it started nothing (the loop
         then waits for work), or None to decide again at once."""
+        # Before any claim, so that no job is dispatched past its deadline.
+        expired, self._next_deadline_ms = await self._store.expire_deadlines()
+        if expired:
+            log.warning("%d jobs expired in the queue: %s", len(expired), ", ".join(expired))
+            self._metrics.shed("expired", len(expired))
+            for _ in expired:
+                self._metrics.job_finished("", "failed", None)
         spill = self._spill
         stats = await spill.stats() if spill else None
         plan, signal = await self._spillover.decide(stats, spill.available if spill else False)
@@ -199,6 +208,8 @@ class Dispatcher:
         if plan.recheck_at_ms is not None:
             # recheck_at is on the Redis clock; the wait only needs its distance.
             wait_s = min(wait_s, max(0.01, (plan.recheck_at_ms - plan.decided_at_ms) / 1000))
+        if self._next_deadline_ms is not None:
+            wait_s = min(wait_s, max(0.01, self._next_deadline_ms / 1000))
         return wait_s
 
     async def _claim(self, pool: Pool, count: int, reason: Reason, *, oldest: bool = False) -> int:

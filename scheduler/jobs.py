@@ -98,6 +98,8 @@ class Job:
     """When the job last entered the queue (Redis server ms)."""
     endpoint: str = ""
     """The in-house renderer the claim placed the job on; empty elsewhere."""
+    deadline_ms: int = 0
+    """When the job, still queued, fails with `expired` (Redis server ms); 0: never."""
 
     @classmethod
     def from_hash(cls, h: Mapping[str, str]) -> Job:
@@ -138,6 +140,7 @@ class Job:
             trace_context=json.loads(h.get("trace_ctx") or "{}"),
             queued_ms=int(h.get("queued_ms") or 0),
             endpoint=h.get("endpoint", ""),
+            deadline_ms=int(h.get("deadline_ms") or 0),
             output=output,
         )
 
@@ -150,8 +153,10 @@ def initial_fields(
     idempotency_key: str,
     trace_id: str,
     trace_context: Mapping[str, str],
+    deadline_s: int = 0,
 ) -> dict[str, str]:
-    """The fields a new job starts with; the submit script adds server timestamps."""
+    """The fields a new job starts with; the submit script adds server timestamps (and
+    turns `deadline_s` into `deadline_ms`)."""
     return {
         "id": job_id,
         "tenant": tenant,
@@ -169,6 +174,7 @@ def initial_fields(
         "idem": idempotency_key,
         "trace_id": trace_id,
         "trace_ctx": json.dumps(dict(trace_context), separators=(",", ":")),
+        "deadline_s": str(deadline_s),
     }
 
 

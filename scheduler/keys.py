@@ -138,3 +138,7 @@ job's `expires_at`; the expiry sweeper deletes each object then."""
 
 EXPIRY_LEASE = f"{NAMESPACE}objects:expiry:lease"
 """String: the replica that sweeps expired objects, with a TTL it renews."""
+
+DEADLINES = f"{NAMESPACE}deadlines"
+"""Sorted set: job id -> its deadline (ms, Redis time), for jobs submitted with one. An
+entry outlives its job's queued time; the deadline script drops it when due."""

@@ -41,7 +41,7 @@ queued)."""
 
 JOB_STATUSES: Final = ("completed", "failed", "cancelled")
 FAILURE_REASONS: Final = ("timeout", "crash", "oom", "full", "unavailable", "invalid", "other")
-SHED_REASONS: Final = ("queue_full", "queue_timeout")
+SHED_REASONS: Final = ("queue_full", "queue_timeout", "expired")
 
 RENDER_BUCKETS_S: Final = (
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 450.0,
@@ -130,7 +130,8 @@ class SchedulerMetrics:
         )
         self._shed = Counter(
             "spillway_jobs_shed_total",
-            "Jobs refused at submit (queue_full) or failed after waiting (queue_timeout).",
+            "Jobs refused at submit (queue_full), failed after waiting (queue_timeout) or past "
+            "their deadline in the queue (expired).",
             ["reason"],
             registry=r,
         )
@@ -346,7 +347,8 @@ class SchedulerMetrics:
         self._upload_failures.inc()
 
     def shed(self, reason: str, count: int = 1) -> None:
-        """`count` jobs were shed: `queue_full` (refused at submit) or `queue_timeout`."""
+        """`count` jobs were shed: `queue_full` (refused at submit), `queue_timeout`, or
+        `expired` (their deadline passed in the queue)."""
         if reason not in SHED_REASONS:
             raise ValueError(f"not a shed reason: {reason!r}")
         if count > 0:

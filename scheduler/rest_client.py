@@ -45,11 +45,19 @@ class RestClient:
         await self._http.aclose()
 
     async def create(
-        self, prompt: str, *, seconds: int, size: str, model: str | None = None
+        self,
+        prompt: str,
+        *,
+        seconds: int,
+        size: str,
+        model: str | None = None,
+        deadline_s: int | None = None,
     ) -> dict[str, Any]:
         form = {"prompt": prompt, "seconds": str(seconds), "size": size}
         if model:
             form["model"] = model
+        if deadline_s:
+            form["deadline_seconds"] = str(deadline_s)
         response = await self._http.post("/videos", files={k: (None, v) for k, v in form.items()})
         return _json(response)
 

@@ -41,6 +41,7 @@ from scheduler.storage import ObjectStore, StorageError
 from scheduler.store import JobStore, QueueFull
 from scheduler.validation import (
     require_job_id,
+    validate_deadline,
     validate_event_id,
     validate_idempotency_key,
     validate_job_id,
@@ -144,6 +145,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             models=self._models,
         )
         key = validate_idempotency_key(request.idempotency_key)
+        deadline_s = validate_deadline(request.deadline_seconds)
         try:
             submitted = await self._store.submit(
                 tenant,
@@ -151,6 +153,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 idempotency_key=key,
                 trace_id=current_trace_id(),
                 trace_context=tracing.carrier(),
+                deadline_s=deadline_s,
             )
         except QueueFull as exc:
             self._metrics.shed("queue_full")

@@ -38,6 +38,7 @@ _KEY_CONSTANTS = {
     "K_FLEET_SEED": keys.FLEET_SEED,
     "K_ENDPOINT": keys.ENDPOINT_PREFIX,
     "K_OBJECT_EXPIRY": keys.OBJECT_EXPIRY,
+    "K_DEADLINES": keys.DEADLINES,
 }
 
 
@@ -110,6 +111,7 @@ class JobStore:
                 "release",
                 "set_call",
                 "expire",
+                "deadline",
                 "cancel",
                 "delete",
             )
@@ -126,6 +128,7 @@ class JobStore:
         idempotency_key: str = "",
         trace_id: str = "",
         trace_context: Mapping[str, str] | None = None,
+        deadline_s: int = 0,
     ) -> Submitted:
         job_id = new_job_id()
         fields = initial_fields(
@@ -135,6 +138,7 @@ class JobStore:
             idempotency_key=idempotency_key,
             trace_id=trace_id,
             trace_context=trace_context or {},
+            deadline_s=deadline_s,
         )
         created, stored = await self._run(
             "submit",
@@ -335,6 +339,23 @@ class JobStore:
     async def set_call(self, job: Job, call_id: str) -> bool:
         """Records the remote call rendering the job; False if the job moved on."""
         return bool(await self._run("set_call", [keys.job(job.id)], [job.lease, call_id]))
+
+    async def expire_deadlines(self, batch: int = 100) -> tuple[list[str], int | None]:
+        """Fails queued jobs whose deadline has passed. Returns their ids and how many ms
+        until the next deadline (None when no job has one)."""
+        ids, next_in_ms = await self._run(
+            "deadline",
+            [],
+            [
+                keys.JOB_PREFIX,
+                keys.EVENTS_PREFIX,
+                keys.CHANNEL_PREFIX,
+                self._maxlen,
+                self._retention_ms,
+                batch,
+            ],
+        )
+        return list(ids), (None if int(next_in_ms) < 0 else int(next_in_ms))
 
     async def expire_queued(self, waited_ms: int, batch: int = 100) -> list[str]:
         """Fails queued jobs that have waited at least `waited_ms`."""

@@ -96,6 +96,18 @@ def validate_job_id(job_id: str, field: str = "id") -> str:
     return job_id
 
 
+MAX_DEADLINE_S = 7 * 86_400
+
+
+def validate_deadline(deadline_s: int) -> int:
+    """Seconds after submit at which the job is useless; 0 for none."""
+    if deadline_s > MAX_DEADLINE_S:
+        raise InvalidArgument(
+            "deadline_seconds", f"must be 1 to {MAX_DEADLINE_S} (7 days), or 0 for none"
+        )
+    return deadline_s
+
+
 def require_job_id(job_id: str) -> str:
     """An id that cannot be one of ours names no video the caller can see: NOT_FOUND, as
     OpenAI answers for any id it does not know (its client raises NotFoundError)."""

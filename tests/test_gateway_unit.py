@@ -61,7 +61,7 @@ def _job(**fields: Any) -> scheduler_pb2.Job:
 
 
 def test_queued_job_reads_as_a_complete_video_object() -> None:
-    """A queued job maps to every field of the Videos API object, with our trace_id."""
+    """A queued job maps to every field of the Videos API object, with our extensions."""
     assert video_from_job(_job()) == {
         "id": "video_123",
         "object": "video",
@@ -76,6 +76,7 @@ def test_queued_job_reads_as_a_complete_video_object() -> None:
         "seconds": "8",
         "remixed_from_video_id": None,
         "error": None,
+        "deadline_at": None,
         "trace_id": "0af7651916cd43dd8448eb211c80319c",
     }
 

@@ -68,7 +68,7 @@ class JobOutput(_message.Message):
     def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., content_type: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "status", "progress", "model", "prompt", "seconds", "size", "priority", "created_at", "started_at", "completed_at", "expires_at", "error", "pool", "attempt", "output", "idempotency_key", "trace_id")
+    __slots__ = ("id", "status", "progress", "model", "prompt", "seconds", "size", "priority", "created_at", "started_at", "completed_at", "expires_at", "error", "pool", "attempt", "output", "idempotency_key", "trace_id", "deadline")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class Job(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: JobStatus
     progress: int
@@ -105,23 +106,26 @@ class Job(_message.Message):
     output: JobOutput
     idempotency_key: str
     trace_id: str
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., pool: _Optional[str] = ..., attempt: _Optional[int] = ..., output: _Optional[_Union[JobOutput, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    deadline: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., pool: _Optional[str] = ..., attempt: _Optional[int] = ..., output: _Optional[_Union[JobOutput, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., trace_id: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitRenderRequest(_message.Message):
-    __slots__ = ("prompt", "model", "seconds", "size", "priority", "idempotency_key")
+    __slots__ = ("prompt", "model", "seconds", "size", "priority", "idempotency_key", "deadline_seconds")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     model: str
     seconds: int
     size: str
     priority: int
     idempotency_key: str
-    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    deadline_seconds: int
+    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., deadline_seconds: _Optional[int] = ...) -> None: ...
 
 class SubmitRenderResponse(_message.Message):
     __slots__ = ("job", "created")

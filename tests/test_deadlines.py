@@ -1,0 +1,78 @@
+"""A job still queued at its deadline fails with `expired`; one that starts in time
+renders as usual; a deadline out of range is refused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from spillway.v1 import scheduler_pb2 as pb
+from spillway.v1 import scheduler_pb2_grpc
+
+from tests.conftest import AUTH, Stack
+from tests.test_rest_e2e import (
+    FPS,
+    VALID,
+    Gateway,
+    assert_openai_error,
+    create,
+    http_client,
+    wait_final,
+)
+
+
+@pytest.fixture
+async def drained(stack: Stack) -> AsyncIterator[tuple[Gateway, str]]:
+    """A gateway whose only renderer is drained: nothing dispatches until re-added."""
+    renderer = await stack.start_renderer(slots=2, fps=FPS)
+    scheduler = await stack.start_scheduler(SPILLWAY_INHOUSE_RENDERERS=f"{renderer.address}=2")
+    await scheduler.fleet.edit("drain", renderer.address)
+    base = await stack.start_gateway(scheduler)
+    async with http_client(base) as http:
+        yield Gateway(base, scheduler, http), renderer.address
+
+
+async def test_a_job_queued_past_its_deadline_expires(drained: tuple[Gateway, str]) -> None:
+    gateway, renderer = drained
+    late = await create(gateway.http, prompt="a flash in the pan", deadline_seconds=1)
+    patient = await create(gateway.http, prompt="a slow dawn", deadline_seconds="3600")
+    assert late["deadline_at"] == late["created_at"] + 1
+    assert patient["deadline_at"] == patient["created_at"] + 3600
+
+    final = await wait_final(gateway.http, late["id"])
+    assert final.event == "video.failed"
+    assert final.data["error"]["code"] == "expired"
+    video = (await gateway.http.get(f"/v1/videos/{late['id']}")).json()
+    assert video["status"] == "failed" and video["error"]["code"] == "expired"
+
+    # The fleet comes back: the job with time left renders.
+    await gateway.scheduler.fleet.edit("add", renderer, 2)
+    assert (await wait_final(gateway.http, patient["id"])).event == "video.completed"
+
+
+async def test_deadline_over_grpc(drained: tuple[Gateway, str]) -> None:
+    gateway, _ = drained
+    async with grpc.aio.insecure_channel(gateway.scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        request = pb.SubmitRenderRequest(prompt="a tide", deadline_seconds=60)
+        job = (await stub.SubmitRender(request, metadata=AUTH)).job
+        plain = (
+            await stub.SubmitRender(pb.SubmitRenderRequest(prompt="a reef"), metadata=AUTH)
+        ).job
+        too_far = pb.SubmitRenderRequest(prompt="a tide", deadline_seconds=604_801)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitRender(too_far, metadata=AUTH)
+    assert job.deadline.ToMilliseconds() - job.created_at.ToMilliseconds() == 60_000
+    assert not plain.HasField("deadline")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("deadline", [-1, "soon", 604_801, True])
+async def test_a_deadline_out_of_range_is_refused(
+    drained: tuple[Gateway, str], deadline: object
+) -> None:
+    gateway, _ = drained
+    response = await gateway.http.post("/v1/videos", json={**VALID, "deadline_seconds": deadline})
+    assert_openai_error(response, 400, param="deadline_seconds")
+    assert (await gateway.http.get("/v1/videos")).json()["data"] == []
