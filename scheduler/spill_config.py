@@ -23,6 +23,11 @@ MIN_MODE_S = "SPILLWAY_MIN_MODE_S"
 """Least time between two mode changes. Default 10."""
 MAX_SPILL_PER_DECISION = "SPILLWAY_MAX_SPILL_PER_DECISION"
 """Most jobs sent to the second fleet by one decision. Default 8."""
+SPAWN_RATE_PER_S = "SPILLWAY_SPAWN_RATE_PER_S"
+"""Spawns on the second fleet, over time, across every replica: a token bucket refilled
+at this rate (0 turns it off). Default 1."""
+SPAWN_BURST = "SPILLWAY_SPAWN_BURST"
+"""The spawn bucket's size: the most spawns at one instant. Default 8."""
 QUEUE_TIMEOUT_S = "SPILLWAY_QUEUE_TIMEOUT_S"
 """A job waiting this long with both fleets full fails with `queue_timeout`. Default 1800."""
 MAX_QUEUED = "SPILLWAY_MAX_QUEUED"
@@ -111,6 +116,8 @@ def policy_from_env(env: Mapping[str, str]) -> PolicyConfig:
             exit_dwell_ms=ms(EXIT_DWELL_S, "240"),
             min_mode_ms=ms(MIN_MODE_S, "10"),
             max_spill_per_decision=get(env, MAX_SPILL_PER_DECISION, "8", int_at_least(1)),
+            spawn_rate_per_s=get(env, SPAWN_RATE_PER_S, "1", float_at_least(0)),
+            spawn_burst=get(env, SPAWN_BURST, "8", int_at_least(1)),
             max_containers=get(env, SPILL_MAX_CONTAINERS, "10", int_at_least(1)),
             concurrency=get(env, SPILL_CONCURRENCY, "1", int_at_least(1)),
             buffer_containers=get(env, SPILL_BUFFER_CONTAINERS, "1", int_at_least(0)),

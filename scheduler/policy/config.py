@@ -37,6 +37,11 @@ class PolicyConfig:
     min_mode_ms: int = 10_000
     """No mode change sooner than this after the last: no input can make it flap faster."""
     max_spill_per_decision: int = 8
+    spawn_rate_per_s: float = 1.0
+    """Spawns on the second fleet refill at this rate (a token bucket shared by every
+    replica, in the policy's state); 0 turns the limit off."""
+    spawn_burst: int = 8
+    """The bucket's size: the most spawns at one instant after a quiet spell."""
     max_containers: int = 10
     concurrency: int = 1
     """Inputs one Modal container renders at once."""
@@ -69,7 +74,13 @@ class PolicyConfig:
                 f"need 0 <= low_watermark < high_watermark, got {self.low_watermark} "
                 f"and {self.high_watermark}"
             )
-        for name in ("max_containers", "concurrency", "max_queued", "max_spill_per_decision"):
+        for name in (
+            "max_containers",
+            "concurrency",
+            "max_queued",
+            "max_spill_per_decision",
+            "spawn_burst",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in (
@@ -79,6 +90,7 @@ class PolicyConfig:
             "buffer_containers",
             "scaledown_window_s",
             "gpu_usd_per_s",
+            "spawn_rate_per_s",
             "budget_usd_month",
             "prewarm_rise_per_min",
             "prewarm_containers",

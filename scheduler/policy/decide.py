@@ -22,7 +22,9 @@ simulator run the very same code. A decision is composed of small named steps:
      marginal decision: it shortens the in-house line by one.
    - Caps on every spill: Modal in-flight never exceeds max_containers x concurrency,
      the month's spend plus what in-flight work will cost plus this job never exceeds
-     the budget, and at most `max_spill_per_decision` jobs spill per decision.
+     the budget, at most `max_spill_per_decision` jobs spill per decision, and spawns
+     over time stay within a token bucket (`spawn_rate_per_s`, `spawn_burst`) kept in
+     the state, so that decisions in quick succession cannot stampede either.
    - SHED (queue_timeout): jobs past the timeout that Modal cannot take either; never
      while any capacity remains.
    - HOLD: the rest wait in the control-plane queue, with the reason that stopped them.
@@ -58,17 +60,34 @@ def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
     state, transition = _hysteresis(state, signal, config, now_ms)
     state = _sample_rise(state, signal, config, now_ms)
     budget_left = _budget_left(signal, config)
-    decisions, shed_over = _route(state.mode, signal, config, budget_left)
+    tokens = spawn_tokens(state, config, now_ms)
+    decisions, shed_over = _route(state.mode, signal, config, budget_left, tokens)
+    recheck = _recheck_at(state, signal, config, now_ms)
+    spawned = sum(d.count for d in decisions if d.target is Target.MODAL)
+    if spawned and config.spawn_rate_per_s > 0:
+        tokens -= spawned
+        state = replace(state, spawn_tokens=tokens, spawns_at_ms=now_ms)
+    if any(d.reason is Reason.SPAWN_RATE for d in decisions):
+        refill_ms = now_ms + math.ceil((1 - tokens) / config.spawn_rate_per_s * 1000)
+        recheck = refill_ms if recheck is None else min(recheck, refill_ms)
     return Plan(
         state=state,
         decisions=decisions,
         autoscale=_autoscale(state, config, now_ms, budget_left),
         transition=transition,
         shed_waits_over_ms=shed_over,
-        recheck_at_ms=_recheck_at(state, signal, config, now_ms),
+        recheck_at_ms=recheck,
         budget_left_usd=budget_left,
         decided_at_ms=now_ms,
     )
+
+
+def spawn_tokens(state: PolicyState, config: PolicyConfig, now_ms: int) -> float:
+    """Spawns the bucket allows now: what the last spill left, refilled since."""
+    if state.spawns_at_ms < 0:
+        return float(config.spawn_burst)
+    refilled = (now_ms - state.spawns_at_ms) * config.spawn_rate_per_s / 1000
+    return min(float(config.spawn_burst), state.spawn_tokens + max(0.0, refilled))
 
 
 def retry_after_s(signal: Signal, config: PolicyConfig) -> int:
@@ -130,7 +149,7 @@ def _budget_left(signal: Signal, config: PolicyConfig) -> float:
 
 
 def _route(
-    mode: Mode, signal: Signal, config: PolicyConfig, budget_left: float
+    mode: Mode, signal: Signal, config: PolicyConfig, budget_left: float, tokens: float
 ) -> tuple[tuple[Decision, ...], int | None]:
     est = signal.estimates
     free_inhouse = max(0, signal.inhouse_slots - signal.inhouse_busy)
@@ -155,6 +174,9 @@ def _route(
             return Reason.BUDGET_EXHAUSTED
         if spilled >= config.max_spill_per_decision:
             return Reason.SPILL_STEP_CAP
+        # A whole token per spawn; the epsilon keeps float refills from stalling a ms.
+        if config.spawn_rate_per_s > 0 and spilled + 1 > tokens + 1e-9:
+            return Reason.SPAWN_RATE
         return None
 
     def _next_cost() -> float:
@@ -184,7 +206,8 @@ def _route(
     if spilled > rescued:
         decisions.append(Decision(Target.MODAL, spilled - rescued, Reason.MODAL_FASTER))
     shed = 0
-    if overdue > rescued and stop not in (None, Reason.SPILL_STEP_CAP):
+    # Caps that lift by themselves within moments never shed.
+    if overdue > rescued and stop not in (None, Reason.SPILL_STEP_CAP, Reason.SPAWN_RATE):
         shed = overdue - rescued
         decisions.append(Decision(Target.SHED, shed, Reason.QUEUE_TIMEOUT))
     if (held := waiting - spilled - shed) > 0:

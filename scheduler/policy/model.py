@@ -36,6 +36,7 @@ class Reason(StrEnum):
     MODAL_UNAVAILABLE = "modal_unavailable"
     BUDGET_EXHAUSTED = "budget_exhausted"
     SPILL_STEP_CAP = "spill_step_cap"
+    SPAWN_RATE = "spawn_rate"
     QUEUE_TIMEOUT = "queue_timeout"
     QUEUE_FULL = "queue_full"
     DEPTH_ABOVE_HIGH = "depth_above_high"
@@ -56,6 +57,7 @@ _DESCRIPTIONS = {
     Reason.MODAL_UNAVAILABLE: "no second fleet is configured, or it is failing",
     Reason.BUDGET_EXHAUSTED: "the monthly GPU budget cannot pay for more Modal work",
     Reason.SPILL_STEP_CAP: "at most max_spill_per_decision jobs spill per decision",
+    Reason.SPAWN_RATE: "spawns are limited to spawn_rate_per_s, in bursts of spawn_burst",
     Reason.QUEUE_TIMEOUT: "it waited longer than the queue timeout with both fleets full",
     Reason.QUEUE_FULL: "the control-plane queue is at its bound",
     Reason.DEPTH_ABOVE_HIGH: "in-house queue depth stayed at or above the high watermark",
@@ -107,6 +109,11 @@ class PolicyState:
     """An earlier queue depth sample, for the rate at which the queue rises."""
     prewarm_until_ms: int = 0
     """Reactive pre-warm holds until then; refreshed while the queue keeps rising."""
+    spawn_tokens: float = 0.0
+    spawns_at_ms: int = -1
+    """The spawn bucket as the last decision that spilled left it, and when; -1: no
+    spill yet, a full bucket. Refilled lazily, so a decision that spills nothing leaves
+    the state (and Redis) untouched."""
 
 
 @dataclass(frozen=True)

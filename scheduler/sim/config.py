@@ -29,6 +29,8 @@ Every key with its default:
     exit_dwell_s = 240
     min_mode_s = 10
     max_spill_per_decision = 8
+    spawn_rate_per_s = 1        # spawns over time: a token bucket (0 turns it off)
+    spawn_burst = 8
     queue_timeout_s = 1800      # applies to every policy
     max_queued = 10000          # applies to every policy
     prewarm_windows = []        # e.g. ["08:45-10:00=3"] (a window may wrap midnight)
@@ -188,6 +190,8 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
             max_spill_per_decision=policy.integer(
                 "max_spill_per_decision", defaults.max_spill_per_decision, low=1
             ),
+            spawn_rate_per_s=policy.number("spawn_rate_per_s", defaults.spawn_rate_per_s),
+            spawn_burst=policy.integer("spawn_burst", defaults.spawn_burst, low=1),
             queue_timeout_ms=policy.seconds_ms(
                 "queue_timeout_s", defaults.queue_timeout_ms / 1000, positive=True
             ),
