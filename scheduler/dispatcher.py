@@ -225,7 +225,9 @@ class Dispatcher:
             if job is None:
                 break
             log.info("dispatched job %s to %s (attempt %d)", job.id, pool.name, job.attempt)
-            self._metrics.dispatched(pool.name)
+            # Both times are Redis's: no clock skew between replicas.
+            waited_s = (job.started_ms - job.queued_ms) / 1000 if job.queued_ms else 0.0
+            self._metrics.dispatched(pool.name, reason.value, waited_s)
             self._start(job, pool, reason.value)
             started += 1
         return started

@@ -128,6 +128,14 @@ class SchedulerMetrics:
         self._dispatched = Counter(
             "spillway_jobs_dispatched_total", "Jobs dispatched to a pool.", ["pool"], registry=r
         )
+        self._queue_wait = Histogram(
+            "spillway_queue_wait_seconds",
+            "Time from entering the queue to dispatch, per attempt, by the pool that took "
+            "the job and why: the wait spillover exists to cut.",
+            ["pool", "reason"],
+            buckets=JOB_BUCKETS_S,
+            registry=r,
+        )
         self._shed = Counter(
             "spillway_jobs_shed_total",
             "Jobs refused at submit (queue_full), failed after waiting (queue_timeout) or past "
@@ -321,8 +329,9 @@ class SchedulerMetrics:
         if status == "completed" and latency_s is not None:
             self._job_latency.labels(label).observe(max(0.0, latency_s))
 
-    def dispatched(self, pool: str) -> None:
+    def dispatched(self, pool: str, reason: str, queue_wait_s: float) -> None:
         self._dispatched.labels(pool).inc()
+        self._queue_wait.labels(pool, reason).observe(max(0.0, queue_wait_s))
 
     def render_observed(self, pool: str, wall_s: float, info: RenderInfo) -> None:
         """A render succeeded on `pool` in `wall_s` as the scheduler saw it."""

@@ -233,8 +233,8 @@ def test_shed_counts_refused_and_timed_out_jobs(metrics: SchedulerMetrics) -> No
 def test_transitions_dispatches_and_submits_count(metrics: SchedulerMetrics) -> None:
     """Mode transitions count by direction, dispatches by pool, submits in total."""
     metrics.transition(Mode.NORMAL, Mode.SPILL)
-    metrics.dispatched("modal")
-    metrics.dispatched("modal")
+    metrics.dispatched("modal", "modal_faster", 1.0)
+    metrics.dispatched("modal", "modal_faster", 1.0)
     metrics.submitted()
     metrics.submitted(4)
 
@@ -333,7 +333,7 @@ def test_replicas_in_one_process_keep_separate_registries() -> None:
     values."""
     a = SchedulerMetrics(POLICY, pools=("inhouse",))
     b = SchedulerMetrics(POLICY, pools=("inhouse",))
-    a.dispatched("inhouse")
+    a.dispatched("inhouse", "inhouse_slot_free", 0.5)
 
     assert value(a, "spillway_jobs_dispatched_total", pool="inhouse") == 1
     assert value(b, "spillway_jobs_dispatched_total", pool="inhouse") == 0
@@ -353,7 +353,7 @@ def test_metrics_server_serves_text_format_on_a_free_port_and_stops(
     """The endpoint binds a free port, serves the registry in the Prometheus text
     format, keeps its port on a second start, and refuses connections once stopped
     (stopping twice is harmless)."""
-    metrics.dispatched("modal")
+    metrics.dispatched("modal", "modal_faster", 1.0)
     server = MetricsServer(metrics, "127.0.0.1", 0)
     port = server.start()
     try:
@@ -389,7 +389,7 @@ def _exercised() -> SchedulerMetrics:
     m = SchedulerMetrics(POLICY, pools=("inhouse", "modal"))
     m.submitted()
     m.job_finished("modal", "completed", 12.0)
-    m.dispatched("modal")
+    m.dispatched("modal", "modal_faster", 1.0)
     m.render_observed("modal", 30.0, render_info(cold=True, boot_s=1.0, render_s=20.0))
     m.render_failed("modal", "oom")
     m.upload_observed(1000, 0.2)

@@ -69,6 +69,18 @@ async def test_metrics_move_as_a_burst_spills_and_drains(stack: Stack, s3: S3Ser
         assert value(after, "spillway_jobs_dispatched_total", pool=pool) == n
         assert value(after, "spillway_render_seconds_count", pool=pool) == n
         assert value(after, "spillway_job_latency_seconds_count", pool=pool) == n
+        waits = {
+            labels: v
+            for (name, labels), v in after.items()
+            if name == "spillway_queue_wait_seconds_count" and ("pool", pool) in labels
+        }
+        assert sum(waits.values()) == n, waits
+    # Spilled jobs waited in the queue for the second fleet; they were sent for a reason.
+    assert (
+        value(after, "spillway_queue_wait_seconds_count", pool="burst", reason="modal_faster")
+        + value(after, "spillway_queue_wait_seconds_count", pool="burst", reason="timeout_rescue")
+        == (per_pool["burst"])
+    )
     assert value(after, "spillway_jobs_submitted_total") == 8
     assert value(after, "spillway_cold_start_seconds_count", pool="burst") >= 1
     assert value(after, "spillway_upload_bytes_total") == sum(j.output.bytes for j in jobs)
