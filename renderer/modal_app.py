@@ -244,6 +244,7 @@ class Renderer:
     _restore_seconds: float
     _first_input: threading.Lock
     _served: bool
+    _ready_at: float
     _shutdown_tracing: Callable[[], None] | None
 
     @modal.enter(snap=True)
@@ -271,6 +272,7 @@ class Renderer:
         started = time.monotonic()
         self._server.resume_memory()
         self._restore_seconds = time.monotonic() - started
+        self._ready_at = time.time()
         if os.environ.get("MODAL_TASK_ID") != self._boot_task:
             self._boot_seconds = 0.0
         # Only in a Modal container: a local run (tests) keeps its host's tracer provider.
@@ -293,7 +295,7 @@ class Renderer:
 
     def _render(self, request: dict[str, Any], span: Span) -> dict[str, Any]:
         spec = remote_spec(request)
-        cold = self._claim_first_input()
+        cold = self._waited_for_start(float(request.get("spawned_at") or 0.0))
         container_id = os.environ.get("MODAL_TASK_ID") or f"{socket.gethostname()}-{os.getpid()}"
         tracing.started(
             span, spec, container_id=container_id, cold_start=cold, engine=self._engine.name
@@ -330,11 +332,14 @@ class Renderer:
         if self._shutdown_tracing is not None:
             self._shutdown_tracing()
 
-    def _claim_first_input(self) -> bool:
-        """Whether this is the first input the container serves: its cold start."""
+    def _waited_for_start(self, spawned_at: float) -> bool:
+        """Whether the input waited for this container's boot or restore: spawned before
+        the container was ready. A pre-warmed or buffer container's first input, spawned
+        after it was ready, did not. Without a spawn time (an older scheduler), the
+        container's first input counts as its cold start."""
         with self._first_input:
-            cold, self._served = not self._served, True
-        return cold
+            first, self._served = not self._served, True
+        return spawned_at < self._ready_at if spawned_at > 0 else first
 
 
 def remote_spec(request: dict[str, Any]) -> RenderSpec:

@@ -27,6 +27,9 @@ class RemoteRequest:
     """0 lets the renderer choose."""
     trace_context: dict[str, str] | None = None
     """W3C trace context (traceparent, tracestate), so renderer spans join the job's trace."""
+    spawned_at: float = 0.0
+    """Unix time the scheduler spawned the input (0: unknown). An input spawned before
+    its container was ready waited for that container's boot or restore: a cold start."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -44,6 +47,7 @@ class RemoteRequest:
             height=int(d["height"]),
             fps=int(d.get("fps") or 0),
             trace_context={str(k): str(v) for k, v in (d.get("trace_context") or {}).items()},
+            spawned_at=float(d.get("spawned_at") or 0.0),
         )
 
 

@@ -12,6 +12,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from renderer import modal_app
 from renderer.errors import InvalidRenderRequest
 from renderer.modal_app import ModalConfig, remote_spec
 from renderer.probe import probe_mp4
-from renderer.remote import RemoteRequest, RemoteResult
+from renderer.remote import RemoteMetadata, RemoteRequest, RemoteResult
 from renderer.server import DEFAULT_FPS
 from renderer.sglang_engine import EngineUnavailable, SglangLaunch
 
@@ -389,6 +390,25 @@ def test_container_restored_from_a_snapshot(
 
     assert meta.container_id == "ta-01RESTORED"
     assert meta.cold_start and meta.boot_seconds == 0.0 and meta.restore_seconds > 0
+
+
+def test_cold_means_the_input_waited_for_its_container(container: Container) -> None:
+    """An input spawned before its container was ready waited for the boot: cold, even
+    if another input came first. One spawned after (a pre-warmed or buffer container's
+    first input) is warm."""
+    spawned_early = time.time()
+    container.run(_PartialFunctionFlags.ENTER_PRE_SNAPSHOT)
+    container.run(_PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+    spawned_late = time.time()
+
+    def render(spawned_at: float) -> RemoteMetadata:
+        request = dataclasses.replace(REQUEST, spawned_at=spawned_at).to_dict()
+        return RemoteResult.from_dict(container.render(request)).metadata
+
+    prewarmed_first = render(spawned_late)
+    waited = render(spawned_early)
+    assert not prewarmed_first.cold_start and prewarmed_first.restore_seconds == 0.0
+    assert waited.cold_start and waited.restore_seconds > 0
 
 
 def test_render_with_sglang_gone_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -444,6 +444,9 @@ class ModalPool(Pool):
             width=job.spec.width,
             height=job.spec.height,
             trace_context=tracing.carrier(),
+            # Wall time, compared with the container's: the scheduler's clock and Modal's
+            # are NTP-synced, which is well within a boot's seconds.
+            spawned_at=time.time(),
         ).to_dict()
         errors = self._errors
         try:
