@@ -138,6 +138,15 @@ class S3ObjectStore(ObjectStore):
 
     async def put_file(self, path: Path, key: str) -> Uploaded:
         def upload() -> int:
+            size = path.stat().st_size
+            if size < self._config.multipart_threshold_bytes:
+                # One request: upload_file would build a transfer manager and its
+                # threads for every call, which costs more than the PUT itself.
+                with path.open("rb") as body:
+                    self._client.put_object(
+                        Bucket=self.bucket, Key=key, Body=body, ContentType=CONTENT_TYPE
+                    )
+                return size
             self._client.upload_file(
                 str(path),
                 self.bucket,
@@ -145,7 +154,7 @@ class S3ObjectStore(ObjectStore):
                 ExtraArgs={"ContentType": CONTENT_TYPE},
                 Config=self._transfer,
             )
-            return path.stat().st_size
+            return size
 
         try:
             size = await self._in_thread(functools.partial(upload))

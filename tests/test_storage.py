@@ -1,0 +1,53 @@
+"""Uploads to a real S3 server: a small MP4 in one PUT, a large one in parts; both
+arrive whole, with their content type."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+from scheduler.config import S3Config
+from scheduler.storage import CONTENT_TYPE, S3ObjectStore
+from tests.conftest import S3_REGION, S3Server
+
+MIB = 1024 * 1024
+
+
+async def test_small_and_multipart_uploads_arrive_whole(s3: S3Server, tmp_path: Path) -> None:
+    config = S3Config(
+        bucket=s3.bucket,
+        endpoint_url=s3.endpoint_url,
+        public_endpoint_url=None,
+        region=S3_REGION,
+        key_prefix="videos/",
+        multipart_threshold_bytes=6 * MIB,
+        part_bytes=5 * MIB,
+        presign_expires_s=60,
+        threads=2,
+    )
+    store = await S3ObjectStore.connect(config)
+    try:
+        sizes = {"small": 200_000, "large": 11 * MIB}
+        uploaded = {}
+        for name, size in sizes.items():
+            path = tmp_path / f"{name}.mp4"
+            path.write_bytes(os.urandom(size))
+            uploaded[name] = (path, await store.put_file(path, f"videos/{name}.mp4"))
+    finally:
+        await store.close()
+
+    assert uploaded["small"][1].parts == 1 and uploaded["large"][1].parts == 3
+    client = s3.client()
+    for name, (path, result) in uploaded.items():
+        got = await asyncio.to_thread(client.get_object, Bucket=s3.bucket, Key=result.key)
+        body = got["Body"].read()
+        assert (result.bytes, len(body)) == (sizes[name], sizes[name])
+        assert hashlib.sha256(body).digest() == hashlib.sha256(path.read_bytes()).digest()
+        assert got["ContentType"] == CONTENT_TYPE
+    large = await asyncio.to_thread(
+        client.head_object, Bucket=s3.bucket, Key=uploaded["large"][1].key
+    )
+    # A multipart object's ETag ends with its part count.
+    assert large["ETag"].strip('"').endswith("-3")
