@@ -23,6 +23,8 @@ import time
 
 import redis.asyncio as redis
 
+from scheduler.config import RendererEndpoint
+from scheduler.fleet import Fleet
 from scheduler.jobs import JobSpec
 from scheduler.policy import PolicyConfig, Target
 from scheduler.spillover import Spillover
@@ -41,8 +43,12 @@ async def spillway_with_policy(client: redis.Redis, jobs: int) -> list[float]:
 
 async def _spillway(client: redis.Redis, jobs: int, *, decide: bool) -> list[float]:
     store = JobStore(client, retention_s=3600, events_maxlen=64, max_attempts=3, max_queued=10**6)
+    # One renderer with room for every job: the claim places each job on it, as the
+    # dispatcher's in-house claims do.
+    fleet = Fleet(client, eject_after=1)
+    await fleet.seed([RendererEndpoint("127.0.0.1:1", 10**6)])
     spillover = Spillover(
-        client, PolicyConfig(), inhouse_pool="inhouse", inhouse_slots=10**6, spill_pool=None
+        client, PolicyConfig(), inhouse_pool="inhouse", spill_pool=None, fleet=fleet
     )
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -56,7 +62,7 @@ async def _spillway(client: redis.Redis, jobs: int, *, decide: bool) -> list[flo
                 wanted = plan.count(Target.INHOUSE)
             claimed = 0
             for _ in range(wanted):
-                job = await store.claim("bench", "inhouse", 30, cap=10**6)
+                job = await store.claim("bench", "inhouse", 30, cap=-1)
                 if job is None:
                     break
                 latencies.append(time.perf_counter() - sent[job.id])
