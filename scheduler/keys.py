@@ -140,5 +140,6 @@ EXPIRY_LEASE = f"{NAMESPACE}objects:expiry:lease"
 """String: the replica that sweeps expired objects, with a TTL it renews."""
 
 DEADLINES = f"{NAMESPACE}deadlines"
-"""Sorted set: job id -> its deadline (ms, Redis time), for jobs submitted with one. An
-entry outlives its job's queued time; the deadline script drops it when due."""
+"""Sorted set: job id -> its deadline (ms, Redis time), for queued jobs submitted with
+one. The deadline script drops an entry when due (failing the job if still queued);
+a job requeued after a failed attempt is entered again."""

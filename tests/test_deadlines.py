@@ -3,13 +3,17 @@ renders as usual; a deadline out of range is refused."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import redis.asyncio as aredis
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
+from scheduler.jobs import JobSpec, Status
+from scheduler.store import JobStore
 from tests.conftest import AUTH, Stack
 from tests.test_rest_e2e import (
     FPS,
@@ -20,6 +24,8 @@ from tests.test_rest_e2e import (
     http_client,
     wait_final,
 )
+
+SPEC = JobSpec(prompt="a comet", model="sora-2", seconds=4, width=720, height=1280, priority=5)
 
 
 @pytest.fixture
@@ -76,3 +82,23 @@ async def test_a_deadline_out_of_range_is_refused(
     response = await gateway.http.post("/v1/videos", json={**VALID, "deadline_seconds": deadline})
     assert_openai_error(response, 400, param="deadline_seconds")
     assert (await gateway.http.get("/v1/videos")).json()["data"] == []
+
+
+async def test_a_job_requeued_past_its_deadline_expires(redis_client: aredis.Redis) -> None:
+    """The deadline outlives an attempt: a job that was running at its deadline and
+    then went back to the queue fails with `expired` instead of waiting on."""
+    store = JobStore(
+        redis_client, retention_s=3600, events_maxlen=64, max_attempts=3, max_queued=100
+    )
+    submitted = await store.submit("acme", SPEC, deadline_s=1)
+    job = await store.claim("r1", "inhouse", 30, cap=10)
+    assert job is not None and job.id == submitted.job.id
+    await asyncio.sleep(1.1)
+    # Due while it runs: nothing to fail, and the entry is dropped.
+    assert await store.expire_deadlines() == ([], None)
+    assert await store.requeue(job, "unavailable", "the renderer went away") == "requeued"
+    expired, _ = await store.expire_deadlines()
+    assert expired == [job.id]
+    after = await store.get(job.id)
+    assert after is not None and after.status is Status.FAILED
+    assert after.error_code == "expired"

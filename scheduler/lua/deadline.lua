@@ -14,5 +14,5 @@ for _, id in ipairs(due) do
     failed[#failed + 1] = id
   end
 end
-local next = redis.call('ZRANGE', K_DEADLINES, 0, 0, 'WITHSCORES')
-return {failed, next[2] and math.max(0, tonumber(next[2]) - now) or -1}
+local upcoming = redis.call('ZRANGE', K_DEADLINES, 0, 0, 'WITHSCORES')
+return {failed, upcoming[2] and math.max(0, tonumber(upcoming[2]) - now) or -1}

@@ -35,6 +35,11 @@ local function enqueue(jk, id, seq)
   redis.call('ZADD', K_QUEUE, seq, id)
   redis.call('ZADD', K_QUEUED_AT, now, id)
   redis.call('HSET', jk, 'queued_ms', now)
+  -- A job back in line keeps its deadline, though it may have passed while it ran.
+  local deadline = redis.call('HGET', jk, 'deadline_ms')
+  if deadline then
+    redis.call('ZADD', K_DEADLINES, deadline, id)
+  end
   wake_if_queued()
 end
 

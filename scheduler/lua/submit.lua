@@ -21,11 +21,10 @@ redis.call('HSET', KEYS[1], 'seq', score, 'created_ms', now, 'expires_ms', now +
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[3], ARGV[1], 'PX', retention)
 end
+-- enqueue() indexes the deadline.
 local deadline_s = tonumber(redis.call('HGET', KEYS[1], 'deadline_s') or '0')
 if deadline_s > 0 then
-  local deadline = now + deadline_s * 1000
-  redis.call('HSET', KEYS[1], 'deadline_ms', deadline)
-  redis.call('ZADD', K_DEADLINES, deadline, ARGV[1])
+  redis.call('HSET', KEYS[1], 'deadline_ms', now + deadline_s * 1000)
 end
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 emit(KEYS[2], ARGV[5], ARGV[6], {type = 'queued', status = 'queued', progress = 0, t = now})
