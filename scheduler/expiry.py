@@ -9,17 +9,15 @@ mid-sweep, a video the caller deleted first) costs one extra request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import cast
 
 import redis.asyncio as redis
 
 from scheduler import keys
+from scheduler.leader import LeaderLoop
 from scheduler.outage import CONNECTION_ERRORS, Outage
 from scheduler.storage import ObjectStore, StorageError
-from scheduler.store import load_script
-from scheduler.tasks import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +32,21 @@ class ObjectExpiry:
     ) -> None:
         self._r = client
         self._objects = objects
-        self._owner = owner
-        self._interval_s = interval_s
-        self._lease = client.register_script(load_script("lease"))
-        self._task: asyncio.Task[None] | None = None
-        self._outage = Outage("expiring objects", log, (*CONNECTION_ERRORS, StorageError))
+        self._loop = LeaderLoop(
+            client,
+            name="object-expiry",
+            lease_key=keys.EXPIRY_LEASE,
+            owner=owner,
+            interval_s=interval_s,
+            work=self._sweep_all,
+            outage=Outage("expiring objects", log, (*CONNECTION_ERRORS, StorageError)),
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="object-expiry")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await self._loop.stop()
 
     async def sweep_once(self) -> int:
         """Deletes up to `BATCH` objects that are due; returns how many."""
@@ -63,16 +63,6 @@ class ObjectExpiry:
             log.info("deleted %d expired objects", len(due))
         return len(due)
 
-    async def _run(self) -> None:
-        ttl_ms = int(self._interval_s * 3 * 1000)
-        while True:
-            try:
-                if await self._lease(keys=[keys.EXPIRY_LEASE], args=[self._owner, ttl_ms]):
-                    while await self.sweep_once() == BATCH:
-                        pass
-                self._outage.ok()
-            except Exception as exc:
-                if cancel_requested():
-                    raise asyncio.CancelledError from exc
-                self._outage.failed(exc)
-            await asyncio.sleep(self._interval_s)
+    async def _sweep_all(self) -> None:
+        while await self.sweep_once() == BATCH:
+            pass

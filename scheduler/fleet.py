@@ -24,9 +24,9 @@ import redis.asyncio as redis
 
 from scheduler import keys
 from scheduler.config import RendererEndpoint
+from scheduler.leader import LeaderLoop
 from scheduler.outage import Outage
 from scheduler.store import load_script
-from scheduler.tasks import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,12 @@ def decode_view(rows: Sequence[Sequence[object]]) -> list[Endpoint]:
 
 class Fleet:
     def __init__(self, client: redis.Redis, *, eject_after: int) -> None:
-        self._r = client
+        self.client = client
         self._eject_after = eject_after
         self.view_script = client.register_script(load_script("fleet_view"))
         self._health = client.register_script(load_script("fleet_health"))
         self._edit = client.register_script(load_script("fleet_edit"))
         self._seed = client.register_script(load_script("fleet_seed"))
-        self._lease = client.register_script(load_script("lease"))
 
     async def seed(self, endpoints: Sequence[RendererEndpoint]) -> bool:
         """Adds the configured endpoints, unless this same list was seeded before."""
@@ -120,9 +119,6 @@ class Fleet:
             log.warning("in-house renderer %s re-admitted: it serves again", address)
         return changed
 
-    async def hold_lease(self, owner: str, ttl_s: float) -> bool:
-        return bool(await self._lease(keys=[keys.FLEET_LEASE], args=[owner, int(ttl_s * 1000)]))
-
 
 Probe = Callable[[str, float], Awaitable[str]]
 """Checks one address within a timeout: "" if it serves, else why not."""
@@ -135,18 +131,22 @@ class FleetMonitor:
     def __init__(self, fleet: Fleet, probe: Probe, *, owner: str, interval_s: float) -> None:
         self._fleet = fleet
         self._probe = probe
-        self._owner = owner
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-        self._outage = Outage("fleet health probes", log)
+        self._loop = LeaderLoop(
+            fleet.client,
+            name="fleet-monitor",
+            lease_key=keys.FLEET_LEASE,
+            owner=owner,
+            interval_s=interval_s,
+            work=self.probe_once,
+            outage=Outage("fleet health probes", log),
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fleet-monitor")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await self._loop.stop()
 
     async def probe_once(self) -> None:
         endpoints = await self._fleet.view()
@@ -157,15 +157,3 @@ class FleetMonitor:
             # on record needs none.
             if failure or endpoint.down or endpoint.failures:
                 await self._fleet.report(endpoint.address, failure)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                if await self._fleet.hold_lease(self._owner, self._interval_s * 3):
-                    await self.probe_once()
-                self._outage.ok()
-            except Exception as exc:
-                if cancel_requested():
-                    raise asyncio.CancelledError from exc
-                self._outage.failed(exc)
-            await asyncio.sleep(self._interval_s)
