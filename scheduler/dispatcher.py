@@ -168,16 +168,19 @@ class Dispatcher:
     async def _dispatch_once(self) -> Plan | None:
         """One decision, carried out. Returns the plan if it started nothing (the loop
         then waits for work), or None to decide again at once."""
-        # Before any claim, so that no job is dispatched past its deadline.
-        expired, self._next_deadline_ms = await self._store.expire_deadlines()
-        if expired:
-            log.warning("%d jobs expired in the queue: %s", len(expired), ", ".join(expired))
-            self._metrics.shed("expired", len(expired))
-            for _ in expired:
-                self._metrics.job_finished("", "failed", None)
         spill = self._spill
         stats = await spill.stats() if spill else None
         plan, signal = await self._spillover.decide(stats, spill.available if spill else False)
+        # The decision's read saw the earliest deadline: the deadline script runs only
+        # when one is due, and before any claim, so no job is dispatched past it.
+        self._next_deadline_ms = self._spillover.next_deadline_in_ms
+        if self._next_deadline_ms is not None and self._next_deadline_ms <= 0:
+            expired, self._next_deadline_ms = await self._store.expire_deadlines()
+            if expired:
+                log.warning("%d jobs expired in the queue: %s", len(expired), ", ".join(expired))
+                self._metrics.shed("expired", len(expired))
+                for _ in expired:
+                    self._metrics.job_finished("", "failed", None)
         self._mode = plan.state.mode.value
         self._metrics.decision(plan, signal, spill.name if spill else None)
         self._metrics.fleet(self._spillover.endpoints)

@@ -89,6 +89,9 @@ class Spillover:
         self._lease = client.register_script(load_script("lease"))
         self.endpoints: tuple[Endpoint, ...] = ()
         """The in-house fleet as the latest read found it."""
+        self.next_deadline_in_ms: int | None = None
+        """How long until the earliest job deadline as the latest read found it (0 or
+        less: one is due); None when no job has one."""
 
     async def read(
         self, spill_stats: PoolStats | None, spill_available: bool
@@ -108,6 +111,7 @@ class Spillover:
             pipe.lrange(keys.samples(spill, "render"), 0, -1)
             pipe.lrange(keys.samples(spill, "cold"), 0, -1)
             pipe.get(keys.spend(_month()))
+            pipe.zrange(keys.DEADLINES, 0, 0, withscores=True)
             (
                 (sec, usec),
                 (state_json, version),
@@ -119,8 +123,12 @@ class Spillover:
                 spill_renders,
                 colds,
                 spent,
+                earliest_deadline,
             ) = await pipe.execute()
         now_ms = int(sec) * 1000 + int(usec) // 1000
+        self.next_deadline_in_ms = (
+            int(earliest_deadline[0][1]) - now_ms if earliest_deadline else None
+        )
         cfg = self.config
         self.endpoints = tuple(decode_view(fleet_rows))
         inhouse = capacity(self.endpoints)
