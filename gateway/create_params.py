@@ -249,13 +249,7 @@ def _seconds(value: object) -> int:
     """The clip length; 0 (the scheduler's default) when not given."""
     if value is None:
         return 0
-    # A JSON true is an int to Python, but not a duration.
-    if isinstance(value, int) and not isinstance(value, bool):
-        seconds = value
-    elif isinstance(value, str) and len(value) <= 10 and value.isascii() and value.isdecimal():
-        seconds = int(value)
-    else:
-        seconds = 0
+    seconds = _whole(value) or 0
     if not 0 < seconds <= _UINT32_MAX:
         raise ApiError(
             400,
