@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.cli import main as gateway_main
 
         return gateway_main(argv[1:])
-    args = _parser().parse_args(argv)
+    # Listing the settings parses the config modules' source: only for its own help.
+    args = _parser(settings_help=argv[:1] == ["scheduler"]).parse_args(argv)
     try:
         # A replica logs its events by default; interactive commands only problems.
         verbose = args.verbose or args.command == "scheduler"
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spillway", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -215,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
         "scheduler",
         help="run one scheduler replica",
         description="Runs one scheduler replica, configured by its environment.",
-        epilog=epilog(),
+        epilog=epilog() if settings_help else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     scheduler.set_defaults(run=_scheduler)
