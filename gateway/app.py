@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from spillway.v1 import scheduler_pb2
 
-from gateway import errors, models, routes
+from gateway import errors, models, routes, webhook_routes
 from gateway.backends import backends, open_backends
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
@@ -58,6 +58,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(models.router)
+    app.include_router(webhook_routes.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", _readyz, methods=["GET"], include_in_schema=False)
     metrics = GatewayMetrics()

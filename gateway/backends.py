@@ -11,7 +11,7 @@ from typing import cast
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2_grpc
-from spillway.v1 import scheduler_pb2_grpc
+from spillway.v1 import scheduler_pb2_grpc, webhooks_pb2_grpc
 from starlette.requests import Request
 
 from gateway.config import ContentMode, GatewayConfig
@@ -27,6 +27,7 @@ class Backends:
 
     config: GatewayConfig
     scheduler: scheduler_pb2_grpc.SchedulerStub
+    webhooks: webhooks_pb2_grpc.WebhooksStub
     # The scheduler's standard health service, on the same channel.
     health: health_pb2_grpc.HealthStub
     # Set only in proxy content mode, the one that fetches the MP4 itself.
@@ -46,6 +47,7 @@ async def open_backends(config: GatewayConfig) -> AsyncIterator[Backends]:
         yield Backends(
             config,
             scheduler_pb2_grpc.SchedulerStub(channel),
+            webhooks_pb2_grpc.WebhooksStub(channel),
             health_pb2_grpc.HealthStub(channel),
             http,
         )

@@ -89,6 +89,24 @@ connection. Default 10000."""
 EXPIRY_INTERVAL_S = "SPILLWAY_EXPIRY_INTERVAL_S"
 """How often a finished job's MP4 is looked for past its `expires_at` (the job's
 retention) and deleted, by one replica at a time. Default 60."""
+WEBHOOK_ALLOW_LOCAL = "SPILLWAY_WEBHOOK_ALLOW_LOCAL"
+"""1 lets webhook endpoints use plain http and loopback, private or link-local addresses
+(the local stack sets it). Default 0: https to public addresses only."""
+WEBHOOK_TIMEOUT_S = "SPILLWAY_WEBHOOK_TIMEOUT_S"
+"""Longest one webhook POST may take. Default 10."""
+WEBHOOK_BACKOFF_S = "SPILLWAY_WEBHOOK_BACKOFF_S"
+"""Delay before a failed webhook delivery's first retry; it doubles per retry, jittered.
+Default 5."""
+WEBHOOK_BACKOFF_MAX_S = "SPILLWAY_WEBHOOK_BACKOFF_MAX_S"
+"""Longest delay between two retries of a webhook delivery. Default 3600."""
+WEBHOOK_RETRY_WINDOW_S = "SPILLWAY_WEBHOOK_RETRY_WINDOW_S"
+"""How long after its first attempt a webhook delivery is retried. Default 259200 (72 h)."""
+WEBHOOK_CONCURRENCY = "SPILLWAY_WEBHOOK_CONCURRENCY"
+"""Webhook deliveries one replica sends at once. Default 32."""
+WEBHOOK_PER_ENDPOINT = "SPILLWAY_WEBHOOK_PER_ENDPOINT"
+"""Webhook deliveries one replica sends to one endpoint at once. Default 4."""
+WEBHOOK_POLL_S = "SPILLWAY_WEBHOOK_POLL_S"
+"""How often an idle replica looks for webhook deliveries that are due. Default 0.5."""
 REPLICA_ID = "SPILLWAY_REPLICA_ID"
 """This replica's name in leases and logs. Default host-pid-random."""
 
@@ -122,6 +140,30 @@ class S3Config:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """How webhook deliveries are sent (`scheduler.webhook_delivery`)."""
+
+    timeout_s: float
+    """Longest one POST may take, connect to last byte."""
+    backoff_s: float
+    """Delay before the first retry; each further retry doubles it, with jitter."""
+    backoff_max_s: float
+    retry_window_s: float
+    """How long after its first attempt a delivery is retried."""
+    concurrency: int
+    """Deliveries this replica sends at once."""
+    per_endpoint: int
+    """Deliveries this replica sends to one endpoint at once."""
+    poll_s: float
+    """How often an idle replica looks for due deliveries."""
+
+    @property
+    def visibility_s(self) -> float:
+        """How long a claimed delivery is this replica's before another may send it."""
+        return 2 * self.timeout_s + 5
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
     redis_url: str
     listen: str
@@ -145,6 +187,8 @@ class SchedulerConfig:
     upload_retry_s: float
     grpc_max_streams: int
     expiry_interval_s: float
+    webhook_allow_local: bool
+    webhooks: DeliveryConfig
     policy: PolicyConfig
     spill: SpillConfig
 
@@ -190,6 +234,16 @@ class SchedulerConfig:
             upload_retry_s=get(env, UPLOAD_RETRY_S, "3600", float_at_least(0)),
             grpc_max_streams=get(env, GRPC_MAX_STREAMS, "10000", int_at_least(100)),
             expiry_interval_s=get(env, EXPIRY_INTERVAL_S, "60", float_at_least(0.1)),
+            webhook_allow_local=get(env, WEBHOOK_ALLOW_LOCAL, "0", flag),
+            webhooks=DeliveryConfig(
+                timeout_s=get(env, WEBHOOK_TIMEOUT_S, "10", float_at_least(0.1)),
+                backoff_s=get(env, WEBHOOK_BACKOFF_S, "5", float_at_least(0.01)),
+                backoff_max_s=get(env, WEBHOOK_BACKOFF_MAX_S, "3600", float_at_least(0.01)),
+                retry_window_s=get(env, WEBHOOK_RETRY_WINDOW_S, "259200", float_at_least(0)),
+                concurrency=get(env, WEBHOOK_CONCURRENCY, "32", int_in(1, 1024)),
+                per_endpoint=get(env, WEBHOOK_PER_ENDPOINT, "4", int_in(1, 1024)),
+                poll_s=get(env, WEBHOOK_POLL_S, "0.5", float_at_least(0.01)),
+            ),
             policy=policy_from_env(env),
             spill=spill_from_env(env),
         )
@@ -208,6 +262,12 @@ def get(env: Mapping[str, str], key: str, default: str | None, cast: Callable[[s
         return cast(raw)
     except ValueError as exc:
         raise ConfigError(f"{key}={raw!r}: {exc}") from None
+
+
+def flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return raw == "1"
 
 
 def _metrics_listen(raw: str) -> str:

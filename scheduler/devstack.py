@@ -45,8 +45,8 @@ _LOCAL_AWS = {
 
 
 # Spillover settings scaled to a laptop and 4-second renders, so that a burst spills
-# within seconds and the burst pool is back at zero soon after. Any of them set in the
-# environment wins.
+# within seconds and the burst pool is back at zero soon after; webhooks to loopback.
+# Any of them set in the environment wins.
 DEV_SPILL_DEFAULTS = {
     "SPILLWAY_SPILL_POOL": "burst",
     "SPILLWAY_HIGH_WATERMARK": "4",
@@ -62,6 +62,8 @@ DEV_SPILL_DEFAULTS = {
     "SPILLWAY_EST_SPILL_RENDER_S": "2",
     "SPILLWAY_EST_COLD_START_S": "1.5",
     "SPILLWAY_AUTOSCALE_INTERVAL_S": "2",
+    # Webhook receivers on a laptop are plain http on loopback.
+    "SPILLWAY_WEBHOOK_ALLOW_LOCAL": "1",
 }
 
 
@@ -282,7 +284,7 @@ async def run(options: DevOptions) -> int:
             scheduler = SchedulerServer(config, tmp_dir=tmp)
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
-            say(f"scheduler  {scheduler.address} (gRPC: Scheduler, health, reflection)")
+            say(f"scheduler  {scheduler.address} (gRPC: Scheduler, Webhooks, health, reflection)")
             policy = config.policy
             say(
                 f"spillover  second fleet: {config.spill.kind.value} (up to "

@@ -143,3 +143,45 @@ DEADLINES = f"{NAMESPACE}deadlines"
 """Sorted set: job id -> its deadline (ms, Redis time), for queued jobs submitted with
 one. The deadline script drops an entry when due (failing the job if still queued);
 a job requeued after a failed attempt is entered again."""
+
+WEBHOOK_ENDPOINT_PREFIX = f"{NAMESPACE}wh:ep:"
+"""Hash per webhook endpoint: tenant, name, url, event types (comma-separated), secrets,
+times, and why it is disabled if it is."""
+
+WEBHOOK_OUTBOX = f"{NAMESPACE}wh:outbox"
+"""Sorted set: `<event id> <endpoint id>` -> when the delivery is next due (ms, Redis
+time). The terminal step of a job adds its deliveries in the same Lua call; a replica
+claiming one moves it a visibility timeout ahead, so a replica that dies mid-delivery
+leaves it to another."""
+
+WEBHOOK_EVENT_PREFIX = f"{NAMESPACE}wh:evt:"
+"""Hash per webhook event: `body`, the exact JSON every delivery of it sends, and
+`pending`, its deliveries not yet ended; the last one to end deletes the event."""
+
+WEBHOOK_DELIVERY_PREFIX = f"{NAMESPACE}wh:dlv:"
+"""Hash per pending delivery (`<event id> <endpoint id>`): attempts made and when the
+first was due, which bounds the retry window."""
+
+WEBHOOK_SEQ = f"{NAMESPACE}wh:seq"
+"""Counter that makes webhook event ids unique."""
+
+
+def webhook_endpoint(endpoint_id: str) -> str:
+    return WEBHOOK_ENDPOINT_PREFIX + endpoint_id
+
+
+TENANT_WEBHOOKS_PREFIX = f"{NAMESPACE}wh:tenant:"
+
+
+def tenant_webhooks(tenant: str) -> str:
+    """Sorted set of a tenant's webhook endpoint ids, all scored 0 (ids sort by creation
+    time)."""
+    return TENANT_WEBHOOKS_PREFIX + tenant
+
+
+WEBHOOK_LOG_PREFIX = f"{NAMESPACE}wh:log:"
+
+
+def webhook_log(endpoint_id: str) -> str:
+    """Capped stream per webhook endpoint: one entry (field `d`, JSON) per attempt."""
+    return WEBHOOK_LOG_PREFIX + endpoint_id

@@ -42,6 +42,7 @@ queued)."""
 JOB_STATUSES: Final = ("completed", "failed", "cancelled")
 FAILURE_REASONS: Final = ("timeout", "crash", "oom", "full", "unavailable", "invalid", "other")
 SHED_REASONS: Final = ("queue_full", "queue_timeout", "expired")
+WEBHOOK_OUTCOMES: Final = ("delivered", "retrying", "disabled", "dropped", "gave_up")
 
 RENDER_BUCKETS_S: Final = (
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 450.0,
@@ -134,6 +135,21 @@ class SchedulerMetrics:
             "the job and why: the wait spillover exists to cut.",
             ["pool", "reason"],
             buckets=JOB_BUCKETS_S,
+            registry=r,
+        )
+        self._webhooks = Counter(
+            "spillway_webhook_deliveries_total",
+            "Webhook delivery attempts by what came of them: delivered, retrying, disabled "
+            "(410), dropped (endpoint gone or target refused), gave_up (retry window over).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            self._webhooks.labels(outcome)
+        self._webhook_seconds = Histogram(
+            "spillway_webhook_delivery_seconds",
+            "Time of one webhook delivery attempt, target check and POST.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
         self._shed = Counter(
@@ -354,6 +370,11 @@ class SchedulerMetrics:
 
     def upload_failed(self) -> None:
         self._upload_failures.inc()
+
+    def webhook_delivery(self, outcome: str, seconds: float) -> None:
+        """One delivery attempt ended with `outcome`, one of `WEBHOOK_OUTCOMES`."""
+        self._webhooks.labels(outcome).inc()
+        self._webhook_seconds.observe(seconds)
 
     def shed(self, reason: str, count: int = 1) -> None:
         """`count` jobs were shed: `queue_full` (refused at submit), `queue_timeout`, or

@@ -11,7 +11,7 @@ import grpc
 import redis.asyncio as redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from spillway.v1 import scheduler_pb2, scheduler_pb2_grpc
+from spillway.v1 import scheduler_pb2, scheduler_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
 
 from scheduler.auth import ApiKeys
 from scheduler.config import SchedulerConfig
@@ -30,10 +30,14 @@ from scheduler.spillover import Spillover
 from scheduler.storage import ObjectStore, S3ObjectStore
 from scheduler.store import JobStore
 from scheduler.tasks import cancel_and_wait
+from scheduler.webhook_delivery import Sender, WebhookDelivery
+from scheduler.webhook_service import WebhookService
+from scheduler.webhooks import Targets, WebhookStore
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
+WEBHOOKS_SERVICE_NAME = webhooks_pb2.DESCRIPTOR.services_by_name["Webhooks"].full_name
 _READINESS_INTERVAL_S = 2.0
 _READINESS_TIMEOUT_S = 5.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -176,12 +180,13 @@ class SchedulerServer:
                 ("grpc.server.max_pending_requests_hard_limit", 2 * cfg.grpc_max_streams),
             ],
         )
+        api_keys = ApiKeys(cfg.api_keys)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
             SchedulerService(
                 self.store,
                 self.hub,
                 self._objects,
-                ApiKeys(cfg.api_keys),
+                api_keys,
                 self.spillover,
                 self.dispatcher.spillover_status,
                 self.metrics,
@@ -190,9 +195,21 @@ class SchedulerServer:
             ),
             self.server,
         )
+        self.webhooks = WebhookStore(self.redis)
+        targets = Targets(allow_local=cfg.webhook_allow_local)
+        # Tests send from the RPC handler; deliveries have their own client, closed with them.
+        self._test_sender = Sender(targets, cfg.webhooks.timeout_s)
+        webhooks_pb2_grpc.add_WebhooksServicer_to_server(
+            WebhookService(self.webhooks, api_keys, targets, self._test_sender),
+            self.server,
+        )
+        self.webhook_delivery = WebhookDelivery(
+            self.webhooks, Sender(targets, cfg.webhooks.timeout_s), cfg.webhooks, self.metrics
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (SERVICE_NAME, WEBHOOKS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.server,
         )
         self.port = self.server.add_insecure_port(cfg.listen)
         if self.port == 0:
@@ -206,6 +223,7 @@ class SchedulerServer:
         await self.dispatcher.start()
         self.fleet_monitor.start()
         self.object_expiry.start()
+        self.webhook_delivery.start()
         self._ready: bool | None = None
         await self._set_ready(True)
         self._readiness = asyncio.create_task(self._watch_readiness(), name="readiness")
@@ -247,7 +265,9 @@ class SchedulerServer:
             ("fleet monitor", self.fleet_monitor.stop()),
             ("object expiry", self.object_expiry.stop()),
             ("dispatcher", self.dispatcher.stop()),
+            ("webhook delivery", self.webhook_delivery.stop()),
             ("grpc server", self.server.stop(grace)),
+            ("webhook test sender", self._test_sender.close()),
             *(
                 [("metrics endpoint", asyncio.to_thread(self.metrics_server.stop))]
                 if self.metrics_server

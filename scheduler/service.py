@@ -54,12 +54,12 @@ log = logging.getLogger(__name__)
 _MAX_CONTENT_EXPIRY_S = 604800
 
 R = TypeVar("R")
-S = TypeVar("S", bound="SchedulerService")
+S = TypeVar("S")
 # grpcio ships no type information; its servicer context is untyped.
 Ctx = Any
 
 
-def _errors(
+def rpc_errors(
     handler: Callable[[S, Any, Ctx], Coroutine[Any, Any, R]],
 ) -> Callable[[S, Any, Ctx], Coroutine[Any, Any, R]]:
     """Maps spillway errors (and a lost Redis) to rich gRPC statuses."""
@@ -110,7 +110,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             raise NotFound(f"video {job_id!r} not found")
         return job
 
-    @_errors
+    @rpc_errors
     async def SubmitRender(
         self, request: pb.SubmitRenderRequest, context: Ctx
     ) -> pb.SubmitRenderResponse:
@@ -176,11 +176,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             log.info("job %s queued for tenant %s", submitted.job.id, tenant)
         return pb.SubmitRenderResponse(job=job_to_proto(submitted.job), created=submitted.created)
 
-    @_errors
+    @rpc_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
         return pb.GetJobResponse(job=job_to_proto(await self._own_job(context, request.id)))
 
-    @_errors
+    @rpc_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
         tenant = self._keys.tenant(context.invocation_metadata())
         limit = validate_page_size(request.page_size)
@@ -196,7 +196,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             next_page_token=jobs[-1].id if has_more and jobs else "",
         )
 
-    @_errors
+    @rpc_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
         tenant = self._keys.tenant(context.invocation_metadata())
         require_job_id(request.id)
@@ -208,7 +208,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             self._metrics.job_finished(job.pool, "cancelled", None)
         return pb.CancelJobResponse(job=job_to_proto(job))
 
-    @_errors
+    @rpc_errors
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
         tenant = self._keys.tenant(context.invocation_metadata())
         require_job_id(request.id)
@@ -228,7 +228,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         log.info("job %s deleted", job.id)
         return pb.DeleteJobResponse(id=job.id, deleted=True)
 
-    @_errors
+    @rpc_errors
     async def GetJobContent(
         self, request: pb.GetJobContentRequest, context: Ctx
     ) -> pb.GetJobContentResponse:
@@ -248,7 +248,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             output=output_to_proto(job),
         )
 
-    @_errors
+    @rpc_errors
     async def GetSpillover(
         self, request: pb.GetSpilloverRequest, context: Ctx
     ) -> pb.GetSpilloverResponse:

@@ -317,3 +317,76 @@ async def scheduler_channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
     scheduler = await stack.start_scheduler()
     async with grpc.aio.insecure_channel(scheduler.address) as channel:
         yield channel
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    """A webhook receiver (uvicorn, a real HTTP server) on a fixed loopback port: it
+    records each request and answers `status`; `hold` keeps requests waiting (a receiver
+    that hangs) until released. `stop()` and `start()` take it down and up again on the
+    same port, which meanwhile refuses connections."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[Received] = []
+        self.status = 200
+        self.hold = False
+        self.released = asyncio.Event()
+        self._server: EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.received.append(Received(headers, body))
+        if self.hold:
+            await self.released.wait()
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self._app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
+        )
+        self._server = EmbeddedServer(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.released.set()
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            self._server = self._task = None
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    """A webhook receiver, started; the test may stop and start it."""
+    hooks = WebhookReceiver()
+    await hooks.start()
+    try:
+        yield hooks
+    finally:
+        await hooks.stop()

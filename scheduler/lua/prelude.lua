@@ -89,6 +89,37 @@ local function freest_endpoint()
   return best
 end
 
+-- Queues the webhook deliveries of a job's terminal status, one per endpoint of its
+-- tenant that subscribes to it, in the same step as the status: no crash can lose one.
+local function webhook_outbox(jk, id, status, code, message, now)
+  if status ~= 'completed' and status ~= 'failed' then
+    return
+  end
+  local etype = 'video.' .. status
+  local targets = {}
+  for _, ep in ipairs(redis.call('ZRANGE', K_WH_TENANT .. redis.call('HGET', jk, 'tenant'), 0, -1)) do
+    local f = redis.call('HMGET', K_WH_EP .. ep, 'event_types', 'disabled')
+    if f[1] and (not f[2] or f[2] == '')
+        and string.find(',' .. f[1] .. ',', ',' .. etype .. ',', 1, true) then
+      table.insert(targets, ep)
+    end
+  end
+  if #targets == 0 then
+    return
+  end
+  local evt = string.format('evt_%.0f%06d', now, redis.call('INCR', K_WH_SEQ) % 1000000)
+  local data = {id = id, object = 'video', status = status}
+  if code ~= '' then
+    data.error = {code = code, message = message}
+  end
+  local body = cjson.encode({id = evt, object = 'event', type = etype,
+    created_at = math.floor(now / 1000), data = data})
+  redis.call('HSET', K_WH_EVT .. evt, 'body', body, 'pending', #targets)
+  for _, ep in ipairs(targets) do
+    redis.call('ZADD', K_WH_OUTBOX, now, evt .. ' ' .. ep)
+  end
+end
+
 -- Moves a job to a terminal status: final fields, a terminal event, and a TTL on the
 -- job and its events so finished jobs do not pile up.
 local function finish(jk, evkey, chan, maxlen, id, status, code, message, retention_ms)
@@ -113,6 +144,7 @@ local function finish(jk, evkey, chan, maxlen, id, status, code, message, retent
     ev.error_message = message
   end
   emit(evkey, chan, maxlen, ev)
+  webhook_outbox(jk, id, status, code, message, now)
   redis.call('PEXPIRE', jk, retention_ms)
   redis.call('PEXPIRE', evkey, retention_ms)
   -- Capacity was freed and the fleet changed: a dispatcher decides again, even with
@@ -148,4 +180,30 @@ local function cancel_if_live(jk, evkey, chan, maxlen, id, message, retention_ms
   dequeue(id)
   finish(jk, evkey, chan, maxlen, id, 'cancelled', 'cancelled', message, retention_ms)
   return true
+end
+
+-- Appends one delivery attempt to a webhook endpoint's log, while the endpoint exists.
+local function webhook_log(ep, evt, body, attempt, status_code, err, outcome, maxlen, now)
+  if redis.call('EXISTS', K_WH_EP .. ep) == 0 then
+    return
+  end
+  local entry = {event_id = evt, attempt = attempt, status_code = status_code, error = err,
+    outcome = outcome, t = now}
+  if body then
+    local event = cjson.decode(body)
+    entry.event_type = event.type
+    entry.video_id = event.data.id
+  end
+  redis.call('XADD', K_WH_LOG .. ep, 'MAXLEN', '~', maxlen, '*', 'd', cjson.encode(entry))
+end
+
+-- Ends a webhook delivery (delivered, given up or dropped): off the outbox, logged, and
+-- its event deleted once no delivery of it is pending.
+local function webhook_end(member, evt, ep, body, attempt, status_code, err, outcome, maxlen)
+  redis.call('ZREM', K_WH_OUTBOX, member)
+  redis.call('DEL', K_WH_DLV .. member)
+  webhook_log(ep, evt, body, attempt, status_code, err, outcome, maxlen, now_ms())
+  if body and redis.call('HINCRBY', K_WH_EVT .. evt, 'pending', -1) <= 0 then
+    redis.call('DEL', K_WH_EVT .. evt)
+  end
 end
