@@ -48,6 +48,11 @@ S3_PART_BYTES = "SPILLWAY_S3_PART_BYTES"
 S3_THREADS = "SPILLWAY_S3_THREADS"
 """Threads for S3 calls (uploads, deletes, checks), apart from the scheduler's others, so
 an S3 outage cannot starve them. Default 8."""
+S3_LIFECYCLE_DAYS = "SPILLWAY_S3_LIFECYCLE_DAYS"
+"""N > 0 puts a bucket lifecycle rule at startup that deletes objects under the key
+prefix N days after they were written: a backstop to the expiry sweep, at least the
+retention. A store that does not support lifecycle rules logs a warning. Default 0
+(the bucket's lifecycle is left alone)."""
 PRESIGN_EXPIRES_S = "SPILLWAY_PRESIGN_EXPIRES_S"
 """Lifetime of a content URL. Default 3600."""
 RETENTION_S = "SPILLWAY_RETENTION_S"
@@ -137,6 +142,7 @@ class S3Config:
     part_bytes: int
     presign_expires_s: int
     threads: int
+    lifecycle_days: int
 
 
 @dataclass(frozen=True)
@@ -210,7 +216,15 @@ class SchedulerConfig:
             part_bytes=get(env, S3_PART_BYTES, str(8 * _MIB), int_at_least(5 * _MIB)),
             presign_expires_s=get(env, PRESIGN_EXPIRES_S, "3600", int_in(1, 604800)),
             threads=get(env, S3_THREADS, "8", int_in(1, 256)),
+            lifecycle_days=get(env, S3_LIFECYCLE_DAYS, "0", int_in(0, 36500)),
         )
+        retention_s = get(env, RETENTION_S, "86400", int_at_least(60))
+        if 0 < s3.lifecycle_days * 86400 < retention_s:
+            raise ConfigError(
+                f"{S3_LIFECYCLE_DAYS}={s3.lifecycle_days}: the rule would delete videos "
+                f"before their jobs expire ({RETENTION_S}={retention_s}); make it at least "
+                f"{math.ceil(retention_s / 86400)}"
+            )
         return cls(
             redis_url=get(env, REDIS_URL, "redis://127.0.0.1:6379/0", _redis_url),
             listen=get(env, LISTEN, "127.0.0.1:50051", parse_address),
@@ -218,7 +232,7 @@ class SchedulerConfig:
             inhouse=get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
             models=get(env, MODELS, "sora-2,sora-2-pro", _models),
             s3=s3,
-            retention_s=get(env, RETENTION_S, "86400", int_at_least(60)),
+            retention_s=retention_s,
             lease_s=get(env, LEASE_S, "30", float_at_least(0.5)),
             max_attempts=get(env, MAX_ATTEMPTS, "3", int_at_least(1)),
             events_maxlen=get(env, EVENTS_MAXLEN, "256", int_at_least(16)),

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -28,6 +29,8 @@ from scheduler.config import S3Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "video/mp4"
 
@@ -125,6 +128,16 @@ class S3ObjectStore(ObjectStore):
                 client.head_bucket(Bucket=config.bucket)
             except (BotoCoreError, ClientError) as exc:
                 raise StorageError("head bucket", config.bucket, "", exc) from exc
+            if config.lifecycle_days:
+                try:
+                    _put_expiry_rule(client, config)
+                except (BotoCoreError, ClientError) as exc:
+                    log.warning(
+                        "could not put the lifecycle rule on s3://%s (%s); the expiry "
+                        "sweep alone deletes expired videos",
+                        config.bucket,
+                        exc,
+                    )
             return cls(config, client, presign)
 
         return await asyncio.to_thread(build)
@@ -194,3 +207,25 @@ class S3ObjectStore(ObjectStore):
             self._presign_client.close()
 
         await asyncio.to_thread(close)
+
+
+def _put_expiry_rule(client: S3Client, config: S3Config) -> None:
+    """Adds (or updates) spillway's own rule, keeping the bucket's other rules: a put
+    replaces the bucket's whole lifecycle configuration."""
+    rule_id = f"spillway-expiry:{config.key_prefix}"[:255]
+    try:
+        rules = client.get_bucket_lifecycle_configuration(Bucket=config.bucket)["Rules"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    ours: Any = {
+        "ID": rule_id,
+        "Filter": {"Prefix": config.key_prefix},
+        "Status": "Enabled",
+        "Expiration": {"Days": config.lifecycle_days},
+    }
+    client.put_bucket_lifecycle_configuration(
+        Bucket=config.bucket,
+        LifecycleConfiguration={"Rules": [*(r for r in rules if r.get("ID") != rule_id), ours]},
+    )

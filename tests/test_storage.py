@@ -4,11 +4,14 @@ arrive whole, with their content type."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
 
-from scheduler.config import S3Config
+import pytest
+
+from scheduler.config import ConfigError, S3Config, SchedulerConfig
 from scheduler.storage import CONTENT_TYPE, S3ObjectStore
 from tests.conftest import S3_REGION, S3Server
 
@@ -26,6 +29,7 @@ async def test_small_and_multipart_uploads_arrive_whole(s3: S3Server, tmp_path: 
         part_bytes=5 * MIB,
         presign_expires_s=60,
         threads=2,
+        lifecycle_days=0,
     )
     store = await S3ObjectStore.connect(config)
     try:
@@ -51,3 +55,38 @@ async def test_small_and_multipart_uploads_arrive_whole(s3: S3Server, tmp_path: 
     )
     # A multipart object's ETag ends with its part count.
     assert large["ETag"].strip('"').endswith("-3")
+
+
+async def test_the_lifecycle_rule_is_put_beside_the_buckets_own(s3: S3Server) -> None:
+    """SPILLWAY_S3_LIFECYCLE_DAYS puts a rule for the key prefix, again idempotently,
+    and keeps the rules the bucket already had."""
+    client = s3.client()
+    theirs = {
+        "ID": "logs",
+        "Filter": {"Prefix": "logs/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": 30},
+    }
+    client.put_bucket_lifecycle_configuration(
+        Bucket=s3.bucket, LifecycleConfiguration={"Rules": [theirs]}
+    )
+    env = {
+        "SPILLWAY_API_KEYS": "sk-test-0001=acme",
+        "SPILLWAY_S3_BUCKET": s3.bucket,
+        "SPILLWAY_S3_ENDPOINT_URL": s3.endpoint_url,
+        "SPILLWAY_S3_LIFECYCLE_DAYS": "2",
+    }
+    config = SchedulerConfig.from_env(env).s3
+    for days in (2, 3):
+        store = await S3ObjectStore.connect(dataclasses.replace(config, lifecycle_days=days))
+        await store.close()
+    rules = client.get_bucket_lifecycle_configuration(Bucket=s3.bucket)["Rules"]
+    by_id = {r["ID"]: r for r in rules}
+    assert set(by_id) == {"logs", "spillway-expiry:videos/"}
+    assert by_id["spillway-expiry:videos/"]["Expiration"] == {"Days": 3}
+    assert by_id["spillway-expiry:videos/"]["Filter"] == {"Prefix": "videos/"}
+
+    with pytest.raises(ConfigError, match="SPILLWAY_S3_LIFECYCLE_DAYS=1"):
+        SchedulerConfig.from_env(
+            {**env, "SPILLWAY_S3_LIFECYCLE_DAYS": "1", "SPILLWAY_RETENTION_S": "90000"}
+        )

@@ -65,7 +65,7 @@ async def measure(endpoint: str, uploads: int, size: int) -> dict[str, list[floa
         os.environ.setdefault(key, "bench")
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
-    config = S3Config(BUCKET, endpoint, None, "us-east-1", "v/", 8 << 20, 8 << 20, 60, 1)
+    config = S3Config(BUCKET, endpoint, None, "us-east-1", "v/", 8 << 20, 8 << 20, 60, 1, 0)
     store = await S3ObjectStore.connect(config)
     transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
     results: dict[str, list[float]] = {"put_file": [], "upload_file": []}
