@@ -3,6 +3,7 @@
 spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
 spillway jobs       list, get, cancel, watch or download jobs through the gateway
+spillway webhooks   register, test and inspect webhook endpoints through the gateway
 spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
 spillway fleet      list, add, drain or remove in-house renderers (in Redis, at run time)
 spillway simulate   replay a workload trace through the policy and baselines (no servers)
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 from renderer.telemetry import setup_logging, setup_tracing
-from scheduler import fleet_cli, jobs_cli
+from scheduler import fleet_cli, jobs_cli, webhooks_cli
 from scheduler.config import ConfigError, SchedulerConfig
 from scheduler.plan import PlanInputs
 from scheduler.sim.policies import POLICY_NAMES
@@ -131,6 +132,16 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
     jobs.add_argument("-o", "--output", type=Path, help="for download (default ID.mp4)")
     _add_gateway_arguments(jobs)
     jobs.set_defaults(run=_jobs)
+
+    webhooks = commands.add_parser(
+        "webhooks",
+        help="register, test and inspect webhook endpoints (through the gateway)",
+        description=webhooks_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    webhooks_cli.add_arguments(webhooks)
+    _add_gateway_arguments(webhooks)
+    webhooks.set_defaults(run=_webhooks)
 
     spill = commands.add_parser("spillover", help="show the spillover policy's status")
     spill.add_argument("--json", action="store_true", help="one JSON object")
@@ -290,6 +301,16 @@ def _jobs(args: argparse.Namespace) -> int:
         )
         return jobs_cli.USAGE
     return asyncio.run(jobs_cli.run(args))
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    if not args.api_key:
+        print(
+            f"spillway webhooks {args.action}: set SPILLWAY_API_KEY or pass --api-key",
+            file=sys.stderr,
+        )
+        return jobs_cli.USAGE
+    return asyncio.run(webhooks_cli.run(args))
 
 
 async def _submit_async(args: argparse.Namespace) -> int:

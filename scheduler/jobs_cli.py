@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,16 @@ ACTIONS = ("list", "get", "cancel", "watch", "download")
 async def run(args: argparse.Namespace) -> int:
     name = f"spillway jobs {args.action}"
     if args.action != "list" and not args.id:
-        return _fail(name, "give the job's id (video_...)", USAGE)
+        return fail(name, "give the job's id (video_...)", USAGE)
     if args.action == "download" and not args.output:
         args.output = Path(f"{args.id}.mp4")
     try:
         async with RestClient(args.base_url, args.api_key) as client:
             return await _ACTIONS[args.action](client, args)
     except ApiError as exc:
-        return _fail(name, str(exc), NOT_FOUND if exc.status == 404 else FAILED)
+        return fail(name, str(exc), NOT_FOUND if exc.status == 404 else FAILED)
     except httpx.TransportError as exc:
-        return _fail(name, f"cannot reach {args.base_url}: {exc}", UNREACHABLE)
+        return fail(name, f"cannot reach {args.base_url}: {exc}", UNREACHABLE)
 
 
 async def _list(client: RestClient, args: argparse.Namespace) -> int:
@@ -88,12 +89,12 @@ _ACTIONS = {
 }
 
 
-def _fail(name: str, message: str, code: int) -> int:
+def fail(name: str, message: str, code: int) -> int:
     print(f"{name}: {message}", file=sys.stderr)
     return code
 
 
-def _when(epoch_s: Any) -> str:
+def when(epoch_s: Any) -> str:
     if not isinstance(epoch_s, int | float) or isinstance(epoch_s, bool):
         return "-"
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -110,10 +111,15 @@ def to_table(videos: list[dict[str, Any]]) -> str:
             f"{v.get('progress', 0)}%",
             str(v.get("seconds", "")),
             str(v.get("size", "")),
-            _when(v.get("created_at")),
+            when(v.get("created_at")),
         )
         for v in videos
     ]
+    return table(rows)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned columns, the first row the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -128,9 +134,9 @@ def to_detail(video: dict[str, Any]) -> str:
         ("model", video.get("model")),
         ("seconds", video.get("seconds")),
         ("size", video.get("size")),
-        ("created", _when(video.get("created_at"))),
-        ("completed", _when(video.get("completed_at"))),
-        ("expires", _when(video.get("expires_at"))),
+        ("created", when(video.get("created_at"))),
+        ("completed", when(video.get("completed_at"))),
+        ("expires", when(video.get("expires_at"))),
     ]
     if error := video.get("error"):
         fields.append(("error", f"{error.get('code')}: {error.get('message')}"))

@@ -1,4 +1,5 @@
-"""A small async client of the REST gateway, for `spillway submit` and the dev demo."""
+"""A small async client of the REST gateway, for `spillway submit`, `jobs`, `webhooks`
+and the dev demo."""
 
 from __future__ import annotations
 
@@ -66,6 +67,17 @@ class RestClient:
         if after:
             params["after"] = after
         return _json(await self._http.get("/videos", params=params))
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str | int] | None = None,
+    ) -> dict[str, Any]:
+        """One JSON request to a path under the base URL; the JSON answer."""
+        return _json(await self._http.request(method, path, json=body, params=params))
 
     async def get(self, video_id: str) -> dict[str, Any]:
         return _json(await self._http.get(f"/videos/{video_id}"))

@@ -5,8 +5,11 @@ target guard."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -249,3 +252,57 @@ async def test_loopback_and_plain_http_are_refused_by_default(stack: Stack) -> N
             "last_id": None,
             "has_more": False,
         }
+
+
+async def spillway(base: str, *args: str) -> tuple[int, str, str]:
+    # A subprocess awaited, not run: the stack serves from this test's event loop.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scheduler",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "SPILLWAY_BASE_URL": f"{base}/v1", "SPILLWAY_API_KEY": API_KEY},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None and "Traceback" not in err.decode(), err
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_webhooks_cli(drained: tuple[Gateway, str], receiver: WebhookReceiver) -> None:
+    gateway, _ = drained
+    code, out, _ = await spillway(
+        gateway.base, "webhooks", "create", "--name", "ops", "--url", receiver.url, "--json"
+    )
+    created = json.loads(out)
+    assert code == 0 and created["event_types"] == EVENTS and created["signing_secret"]
+
+    code, out, _ = await spillway(gateway.base, "webhooks", "list")
+    assert out.splitlines()[0].split() == ["id", "name", "url", "events", "state"]
+    assert out.splitlines()[1].split()[:2] == [created["id"], "ops"]
+
+    code, out, _ = await spillway(
+        gateway.base, "webhooks", "test", created["id"], "--event", "video.failed"
+    )
+    assert (code, out.strip()) == (0, "video.failed -> HTTP 200")
+    async with client(gateway) as oai:
+        request = receiver.received[-1]
+        oai.webhooks.verify_signature(
+            request.body, request.headers, secret=created["signing_secret"]
+        )
+
+    receiver.status = 500
+    code, out, _ = await spillway(gateway.base, "webhooks", "test", created["id"])
+    assert (code, out.strip()) == (1, "video.completed -> HTTP 500")
+
+    code, out, _ = await spillway(gateway.base, "webhooks", "rotate-secret", created["id"])
+    assert code == 0 and "whsec_" in out and "shown only now" in out
+
+    code, _, err = await spillway(gateway.base, "webhooks", "get", "we_" + "0" * 32)
+    assert code == 3 and err.startswith("spillway webhooks get: HTTP 404")
+    code, _, err = await spillway(gateway.base, "webhooks", "create", "--url", receiver.url)
+    assert code == 2 and "--name" in err
+
+    code, out, _ = await spillway(gateway.base, "webhooks", "delete", created["id"])
+    assert (code, out.strip()) == (0, f"deleted {created['id']}")
