@@ -193,10 +193,15 @@ class Dispatcher:
             self._inhouse, plan.count(Target.INHOUSE), Reason.INHOUSE_SLOT_FREE
         )
         if spill is not None:
+            # A job that could not finish on the second fleet before its deadline is not
+            # spilled: it waits for an in-house slot, or expires.
+            finish_ms = plan.spill_finish_ms
             rescue = plan.sent(Target.MODAL, Reason.TIMEOUT_RESCUE)
-            started += await self._claim(spill, rescue, Reason.TIMEOUT_RESCUE, oldest=True)
+            started += await self._claim(
+                spill, rescue, Reason.TIMEOUT_RESCUE, oldest=True, finish_ms=finish_ms
+            )
             faster = plan.count(Target.MODAL) - rescue
-            started += await self._claim(spill, faster, Reason.MODAL_FASTER)
+            started += await self._claim(spill, faster, Reason.MODAL_FASTER, finish_ms=finish_ms)
         if plan.shed_waits_over_ms is not None and (
             shed := await self._store.expire_queued(plan.shed_waits_over_ms)
         ):
@@ -215,7 +220,9 @@ class Dispatcher:
             wait_s = min(wait_s, max(0.01, self._next_deadline_ms / 1000))
         return wait_s
 
-    async def _claim(self, pool: Pool, count: int, reason: Reason, *, oldest: bool = False) -> int:
+    async def _claim(
+        self, pool: Pool, count: int, reason: Reason, *, oldest: bool = False, finish_ms: int = 0
+    ) -> int:
         started = 0
         for _ in range(count):
             job = await self._store.claim(
@@ -224,6 +231,7 @@ class Dispatcher:
                 self._config.lease_s,
                 cap=self.cap(pool),
                 oldest=oldest,
+                finish_ms=finish_ms,
             )
             if job is None:
                 break

@@ -214,9 +214,11 @@ class JobStore:
         *,
         cap: int,
         oldest: bool = False,
+        finish_ms: int = 0,
     ) -> Job | None:
         """Takes the next queued job for the pool (by priority, or the longest waiting),
-        unless the pool already runs `cap` jobs across all replicas."""
+        unless the pool already runs `cap` jobs across all replicas. With `finish_ms`, a
+        job whose deadline comes sooner than that is passed over: it stays in line."""
         h = await self._run(
             "claim",
             [],
@@ -230,6 +232,7 @@ class JobStore:
                 self._maxlen,
                 cap,
                 "oldest" if oldest else "head",
+                finish_ms,
             ],
         )
         return Job.from_hash(_pairs(h)) if h else None

@@ -102,3 +102,23 @@ async def test_a_job_requeued_past_its_deadline_expires(redis_client: aredis.Red
     after = await store.get(job.id)
     assert after is not None and after.status is Status.FAILED
     assert after.error_code == "expired"
+
+
+async def test_a_job_that_could_not_finish_in_time_is_not_spilled(
+    redis_client: aredis.Redis,
+) -> None:
+    """The spill claim passes over a job whose deadline comes before a spilled render
+    could finish, leaving it in line (for in-house, or to expire); others spill."""
+    store = JobStore(
+        redis_client, retention_s=3600, events_maxlen=64, max_attempts=3, max_queued=100
+    )
+    soon = (await store.submit("acme", SPEC, deadline_s=30)).job
+    later = (await store.submit("acme", SPEC, deadline_s=3600)).job
+    free = (await store.submit("acme", SPEC)).job
+    spilled = [await store.claim("r1", "modal", 30, cap=10, finish_ms=60_000) for _ in range(3)]
+    assert [j.id if j else None for j in spilled] == [later.id, free.id, None]
+    waiting = await store.get(soon.id)
+    assert waiting is not None and waiting.status is Status.QUEUED
+    # In-house, where it may still finish, it is next.
+    inhouse = await store.claim("r1", "inhouse", 30, cap=10)
+    assert inhouse is not None and inhouse.id == soon.id

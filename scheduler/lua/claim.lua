@@ -1,6 +1,8 @@
 -- ARGV: job prefix, events prefix, channel prefix, owner, lease ms, pool, events maxlen,
 --       pool cap (-1: the in-house fleet, whose endpoints' free slots are the cap),
---       order ('head': priority then submission; 'oldest': longest waiting)
+--       order ('head': priority then submission; 'oldest': longest waiting),
+--       finish ms (0: none; else a job whose deadline comes sooner than this is left in
+--       line, as it could not finish on this pool before it)
 -- Pops a queued job for the pool, unless the pool already runs `cap` jobs across all
 -- replicas (or, in-house, no usable endpoint has a free slot); leases it to the owner,
 -- places it on the freest in-house endpoint, and marks it in progress.
@@ -15,23 +17,31 @@ if tonumber(ARGV[8]) < 0 then
 elseif redis.call('SCARD', K_RUNNING .. pool) >= tonumber(ARGV[8]) then
   return false
 end
+local line = ARGV[9] == 'oldest' and K_QUEUED_AT or K_QUEUE
+local now = now_ms()
+local finish_by = now + tonumber(ARGV[10])
+-- Jobs passed over for their deadline stay in line; looking past a bounded number keeps
+-- a claim's cost flat.
+local passed, max_passed = 0, ARGV[10] == '0' and 0 or 32
 while true do
-  local popped
-  if ARGV[9] == 'oldest' then
-    popped = redis.call('ZPOPMIN', K_QUEUED_AT)
-  else
-    popped = redis.call('ZPOPMIN', K_QUEUE)
-  end
-  if #popped == 0 then
-    -- Nothing left: drop the token so idle dispatchers block until the next submit.
-    redis.call('DEL', K_WAKE)
+  local head = redis.call('ZRANGE', line, passed, passed)
+  if #head == 0 or passed > max_passed then
+    if passed == 0 then
+      -- Nothing left: drop the token so idle dispatchers block until the next submit.
+      redis.call('DEL', K_WAKE)
+    end
     return false
   end
-  local id = popped[1]
-  dequeue(id)
+  local id = head[1]
   local jk = ARGV[1] .. id
-  if redis.call('HGET', jk, 'status') == 'queued' then
-    local now = now_ms()
+  local f = redis.call('HMGET', jk, 'status', 'deadline_ms')
+  local deadline = tonumber(f[2] or '0')
+  if f[1] == 'queued' and deadline > 0 and deadline < finish_by then
+    passed = passed + 1
+  elseif f[1] ~= 'queued' then
+    dequeue(id)
+  else
+    dequeue(id)
     redis.call('ZADD', K_LEASES, now + tonumber(ARGV[5]), id)
     redis.call('SADD', K_RUNNING .. pool, id)
     if endpoint ~= '' then

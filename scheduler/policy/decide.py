@@ -79,7 +79,16 @@ def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
         recheck_at_ms=recheck,
         budget_left_usd=budget_left,
         decided_at_ms=now_ms,
+        spill_finish_ms=spill_finish_ms(signal),
     )
+
+
+def spill_finish_ms(signal: Signal) -> int:
+    """How long a job spilled now is expected to take to finish: a Modal render, after
+    a cold start unless a ready input slot is idle."""
+    est = signal.estimates
+    warm = signal.modal_ready_slots > signal.modal_inflight
+    return est.modal_render_ms + (0 if warm else est.cold_start_ms)
 
 
 def spawn_tokens(state: PolicyState, config: PolicyConfig, now_ms: int) -> float:

@@ -157,6 +157,9 @@ class Plan:
     pre-warm window opens); the dispatcher asks again by then."""
     budget_left_usd: float = 0.0
     decided_at_ms: int = 0
+    spill_finish_ms: int = 0
+    """How long a job spilled now is expected to take to finish: a job whose deadline
+    comes sooner is not spilled (it would cost GPU time for a video no longer wanted)."""
 
     def count(self, target: Target) -> int:
         return sum(d.count for d in self.decisions if d.target is target)
