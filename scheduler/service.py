@@ -102,12 +102,18 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self._models = models
         self._presign_expires_s = presign_expires_s
 
+    def _not_found(self, job_id: str) -> NotFound:
+        return NotFound(
+            f"video {job_id!r} not found: no video of yours has this id, or it expired "
+            f"(finished videos and their MP4s are kept {self._store.retention_s} s)"
+        )
+
     async def _own_job(self, context: Ctx, job_id: str) -> Job:
         tenant = self._keys.tenant(context.invocation_metadata())
         require_job_id(job_id)
         job = await self._store.get(job_id)
         if job is None or job.tenant != tenant:
-            raise NotFound(f"video {job_id!r} not found")
+            raise self._not_found(job_id)
         return job
 
     @rpc_errors
@@ -202,7 +208,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         require_job_id(request.id)
         found = await self._store.cancel(tenant, request.id)
         if found is None:
-            raise NotFound(f"video {request.id!r} not found")
+            raise self._not_found(request.id)
         job, ended = found
         if ended:
             self._metrics.job_finished(job.pool, "cancelled", None)
@@ -214,7 +220,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         require_job_id(request.id)
         found = await self._store.delete(tenant, request.id)
         if found is None:
-            raise NotFound(f"video {request.id!r} not found")
+            raise self._not_found(request.id)
         job, ended = found
         if ended:
             self._metrics.job_finished(job.pool, "cancelled", None)

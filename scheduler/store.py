@@ -124,6 +124,11 @@ class JobStore:
             )
         }
 
+    @property
+    def retention_s(self) -> int:
+        """How long a finished job is kept."""
+        return self._retention_ms // 1000
+
     async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys_), args=list(args))
 

@@ -43,3 +43,18 @@ async def test_mp4s_expire_with_their_jobs(
         ]
 
     await assert_eventually(first_deleted)
+
+    # Redis forgets the job at the same time (its TTL, hastened here): the video and its
+    # content are then 404, saying why that may be.
+    await redis_client.pexpire(keys.job(done[0]["id"]), 1)
+    async with http_client(base) as http:
+
+        async def gone() -> None:
+            for path in ("", "/content"):
+                response = await http.get(f"/v1/videos/{done[0]['id']}{path}")
+                assert response.status_code == 404, response.text
+                error = response.json()["error"]
+                assert error["code"] == "not_found" and "expired" in error["message"]
+
+        await assert_eventually(gone)
+        assert (await http.get(f"/v1/videos/{done[1]['id']}/content")).status_code in (200, 307)
