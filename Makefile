@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -qq
 
-.PHONY: setup python3-venv redis promtool dev test check protos
+.PHONY: setup python3-venv redis promtool dev test check protos bench
 
 setup: $(VENV)/.installed redis
 
@@ -52,6 +52,10 @@ dev: setup
 
 test: setup
 	$(BIN)/pytest
+
+# How lean the control plane is, against bare baselines in the same run (BENCHMARKS.md).
+bench: setup
+	$(BIN)/python tools/bench.py --json bench.json
 
 # Static checks: lint, types, the proto rules, generated stubs that match protos/, and
 # the alerting rules.
