@@ -22,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+import uvloop
+
 from renderer.telemetry import setup_logging, setup_tracing
 from scheduler import fleet_cli, jobs_cli, webhooks_cli
 from scheduler.config import ConfigError, SchedulerConfig
@@ -414,7 +416,7 @@ def _scheduler(args: argparse.Namespace) -> int:
     config = SchedulerConfig.from_env()
     shutdown = setup_tracing("spillway-scheduler")
     try:
-        asyncio.run(serve(config))
+        uvloop.run(serve(config))
     finally:
         shutdown()
     return 0

@@ -1,8 +1,10 @@
 """Live job events: one pub/sub connection per replica feeds every local watcher.
 
 Each event is appended to the job's capped stream and published on the job's channel
-by the same Lua script. A watcher first subscribes (through the hub), then reads the
-stream's backlog, then follows the channel, skipping what the backlog already gave, so
+by the same Lua script. The hub holds one pattern subscription to every job's channel,
+made at start: a watcher costs no Redis command, and a replica hears each event once,
+whoever watches it. A watcher first registers (with the hub), then reads the stream's
+backlog, then follows the live events, skipping what the backlog already gave, so
 nothing falls between the two. After a reconnect the hub tells watchers to read the
 stream again, since pub/sub drops what is sent while a connection is down.
 """
@@ -29,19 +31,23 @@ RESYNC: Final = None
 
 LiveQueue = asyncio.Queue[Event | None]
 
+_PATTERN = keys.CHANNEL_PREFIX + "*"
+_CONFIRM_S = 10.0
+
 
 class EventHub:
     def __init__(self, client: redis.Redis) -> None:
         self._pubsub = client.pubsub()
         self._watchers: dict[str, set[LiveQueue]] = {}
-        self._pending: dict[str, asyncio.Future[None]] = {}
-        # Serialises (un)subscribe decisions with their commands, so a channel's last
-        # watcher leaving cannot unsubscribe it after a new watcher subscribed it again.
-        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(keys.HUB_CHANNEL)
+        """Subscribes, and returns once Redis confirmed it: an event published after
+        `start()` reaches the watchers."""
+        await self._pubsub.psubscribe(_PATTERN)
+        async with asyncio.timeout(_CONFIRM_S):
+            while (await self._pubsub.get_message(timeout=_CONFIRM_S)) is None:
+                pass
         self._task = asyncio.create_task(self._read(), name="event-hub")
 
     async def stop(self) -> None:
@@ -53,28 +59,15 @@ class EventHub:
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[LiveQueue]:
         """A queue of the job's live events from now on, until the block exits."""
-        channel = keys.channel(job_id)
         queue: LiveQueue = asyncio.Queue()
-        async with self._lock:
-            watchers = self._watchers.setdefault(channel, set())
-            watchers.add(queue)
-            if len(watchers) == 1:
-                confirmed = asyncio.get_running_loop().create_future()
-                self._pending[channel] = confirmed
-                await self._pubsub.subscribe(channel)
-            else:
-                confirmed = self._pending.get(channel) or _done()
+        watchers = self._watchers.setdefault(job_id, set())
+        watchers.add(queue)
         try:
-            await asyncio.shield(confirmed)
             yield queue
         finally:
-            async with self._lock:
-                watchers.discard(queue)
-                if not watchers and self._watchers.get(channel) is watchers:
-                    del self._watchers[channel]
-                    self._pending.pop(channel, None)
-                    with contextlib.suppress(redis.ConnectionError):
-                        await self._pubsub.unsubscribe(channel)
+            watchers.discard(queue)
+            if not watchers and self._watchers.get(job_id) is watchers:
+                del self._watchers[job_id]
 
     async def _read(self) -> None:
         while True:
@@ -91,21 +84,21 @@ class EventHub:
                     log.exception("event hub failed on a message; carrying on")
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        channel = _text(message["channel"])
-        if message["type"] == "subscribe":
-            pending = self._pending.get(channel)
-            if pending is not None and not pending.done():
-                pending.set_result(None)
-            else:
-                # A re-subscription after a reconnect: messages may have been lost.
-                for queue in self._watchers.get(channel, ()):
+        if message["type"] == "psubscribe":
+            # Subscribed again after a reconnect: messages may have been lost.
+            for watchers in self._watchers.values():
+                for queue in watchers:
                     queue.put_nowait(RESYNC)
             return
-        if message["type"] != "message" or channel not in self._watchers:
+        if message["type"] != "pmessage":
+            return
+        job_id = _text(message["channel"]).removeprefix(keys.CHANNEL_PREFIX)
+        queues = self._watchers.get(job_id)
+        if not queues:
             return
         event_id, _, data = _text(message["data"]).partition(" ")
-        event = Event.decode(channel.removeprefix(keys.CHANNEL_PREFIX), event_id, data)
-        for queue in self._watchers[channel]:
+        event = Event.decode(job_id, event_id, data)
+        for queue in queues:
             queue.put_nowait(event)
 
 
@@ -138,9 +131,3 @@ async def watch(
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _done() -> asyncio.Future[None]:
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future

@@ -17,7 +17,8 @@ EVENTS_PREFIX = f"{NAMESPACE}ev:"
 """Capped stream per job: one entry per status or progress change, field `d` is JSON."""
 
 CHANNEL_PREFIX = f"{NAMESPACE}evc:"
-"""Pub/sub channel per job: each event again, as `<stream id> <json>`, for live watchers."""
+"""Pub/sub channel per job: each event again, as `<stream id> <json>`, for live watchers.
+Every replica holds one pattern subscription to all of them (`scheduler.events`)."""
 
 QUEUE = f"{NAMESPACE}queue"
 """Sorted set of queued job ids; the score orders by priority, then submission."""
@@ -81,9 +82,6 @@ FLEET_LEASE = f"{NAMESPACE}fleet:lease"
 ENDPOINT_PREFIX = f"{NAMESPACE}ep:"
 """Set per in-house address of the job ids it runs, across replicas: the claim script
 gives a job the endpoint with the most free slots and adds it here."""
-
-HUB_CHANNEL = f"{NAMESPACE}hub"
-"""A channel no one publishes to: it keeps each replica's pub/sub connection subscribed."""
 
 
 def job(job_id: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError
 
 from scheduler import keys
 from scheduler.fleet import Endpoint, Fleet, capacity, decode_view
@@ -99,13 +100,25 @@ class Spillover:
         """State, its version, the signal and Redis server time, in one round trip. The
         in-house capacity is what usable endpoints offer (ejected and draining ones
         offer none), so the policy spills or holds when the fleet is down."""
+        try:
+            return await self._read(spill_stats, spill_available)
+        except NoScriptError:
+            # Redis lost its script cache (a restart): load the view script, read again.
+            await self._r.script_load(self._fleet.view_script.script)
+            return await self._read(spill_stats, spill_available)
+
+    async def _read(
+        self, spill_stats: PoolStats | None, spill_available: bool
+    ) -> tuple[PolicyState, str, Signal, int]:
         spill = self._spill or ""
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.hmget(keys.POLICY, ["state", "version"])
             pipe.zcard(keys.QUEUE)
             pipe.zrange(keys.QUEUED_AT, 0, AGES_SAMPLED - 1, withscores=True)
-            await self._fleet.view_script(client=pipe)
+            # By sha, not as a Script: a pipeline with a Script asks SCRIPT EXISTS first,
+            # a round trip of its own on every read.
+            pipe.evalsha(self._fleet.view_script.sha, 0)
             pipe.scard(keys.running(spill))
             pipe.lrange(keys.samples(self._inhouse, "render"), 0, -1)
             pipe.lrange(keys.samples(spill, "render"), 0, -1)

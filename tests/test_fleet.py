@@ -169,3 +169,22 @@ async def test_monitor_probes_only_while_it_holds_the_fleet_lease(
     for m in monitors:
         await m.stop()
     assert len(set(probed)) == 1 and len(probed) >= 3
+
+
+async def test_the_spillover_read_survives_a_lost_script_cache(
+    redis_client: aredis.Redis,
+) -> None:
+    """The read sends the fleet view by sha in its pipeline; a Redis that has not seen
+    the script (a fresh or restarted one) gets it loaded, and the read goes on."""
+    from scheduler.policy import PolicyConfig
+    from scheduler.spillover import Spillover
+
+    fleet = Fleet(redis_client, eject_after=1)
+    await fleet.seed([RendererEndpoint("127.0.0.1:1", 3)])
+    spillover = Spillover(
+        redis_client, PolicyConfig(), inhouse_pool="inhouse", spill_pool=None, fleet=fleet
+    )
+    for _ in range(2):
+        await redis_client.script_flush()
+        _, _, signal, _ = await spillover.read(None, False)
+        assert (signal.inhouse_slots, signal.inhouse_busy) == (3, 0)
