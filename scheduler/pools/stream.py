@@ -18,6 +18,7 @@ pool's containers) renders through `stream_render`, so they map failures the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import secrets
@@ -78,16 +79,52 @@ async def stream_render(
         height=job.spec.height,
     )
     # Named before any await, so that whatever a cancel interrupts, we know what to
-    # clean up; creation and cleanup finish even if we are cancelled meanwhile.
+    # clean up; writing and cleanup finish even if we are cancelled meanwhile.
     path = tmp_dir / f"{job.id}-{job.attempt}-{secrets.token_hex(4)}.mp4"
-    out = await _create(path)
+    spool = _Spool(path)
     try:
-        info = await _stream(stub, address, request, timeout_s, out, hooks)
-        await asyncio.shield(asyncio.to_thread(out.close))
+        info = await _stream(stub, address, request, timeout_s, spool, hooks)
+        await spool.finish()
     except BaseException:
-        await asyncio.shield(asyncio.to_thread(_discard, out, path))
+        await asyncio.shield(spool.discard())
         raise
     return Rendered(path=path, info=info)
+
+
+SPOOL_BYTES = 8 * 1024 * 1024
+"""How much of an MP4 is held in memory before it goes to its file."""
+
+
+class _Spool:
+    """The MP4 as it arrives: in memory up to `SPOOL_BYTES`, then in its file. A clip of
+    that size costs one thread hop (create, write, close at once) instead of one per
+    chunk; a longer one holds at most that much in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pending = bytearray()
+        self._out: BinaryIO | None = None
+        self._finishing: asyncio.Future[None] | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        self._pending += chunk
+        if len(self._pending) >= SPOOL_BYTES:
+            if self._out is None:
+                self._out = await _create(self._path)
+            data, self._pending = bytes(self._pending), bytearray()
+            await asyncio.to_thread(self._out.write, data)
+
+    async def finish(self) -> None:
+        data, out = bytes(self._pending), self._out
+        self._finishing = asyncio.ensure_future(asyncio.to_thread(_finish, self._path, out, data))
+        await asyncio.shield(self._finishing)
+
+    async def discard(self) -> None:
+        # A finish under way completes first: then there is a whole file to remove.
+        if self._finishing is not None:
+            with contextlib.suppress(Exception):
+                await self._finishing
+        await asyncio.to_thread(_discard, self._out, self._path)
 
 
 async def _stream(
@@ -95,7 +132,7 @@ async def _stream(
     address: str,
     request: renderer_pb2.RenderRequest,
     timeout_s: float,
-    out: BinaryIO,
+    out: _Spool,
     hooks: RenderHooks,
 ) -> RenderInfo:
     digest = hashlib.sha256()
@@ -114,7 +151,7 @@ async def _stream(
             elif kind == "chunk":
                 digest.update(response.chunk)
                 size += len(response.chunk)
-                await asyncio.to_thread(out.write, response.chunk)
+                await out.write(response.chunk)
             elif kind == "metadata":
                 meta = response.metadata
     except grpc.aio.AioRpcError as exc:
@@ -157,6 +194,16 @@ def _discard_created(path: Path, creating: asyncio.Future[BinaryIO]) -> None:
         _discard(creating.result(), path)
 
 
-def _discard(out: BinaryIO, path: Path) -> None:
+def _finish(path: Path, out: BinaryIO | None, data: bytes) -> None:
+    if out is None:
+        with path.open("xb") as whole:
+            whole.write(data)
+        return
+    out.write(data)
     out.close()
+
+
+def _discard(out: BinaryIO | None, path: Path) -> None:
+    if out is not None:
+        out.close()
     path.unlink(missing_ok=True)

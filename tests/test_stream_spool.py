@@ -1,0 +1,37 @@
+"""A render's MP4 is held in memory up to a bound, then written to its file; either way
+the file holds every chunk in order, and a discarded render leaves no file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from scheduler.pools import stream
+
+
+@pytest.mark.parametrize("bound", [1 << 20, 1000])
+async def test_the_file_holds_every_chunk_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int
+) -> None:
+    monkeypatch.setattr(stream, "SPOOL_BYTES", bound)
+    chunks = [os.urandom(n) for n in (300, 700, 1, 2500, 40)]
+    path = tmp_path / "clip.mp4"
+    spool = stream._Spool(path)
+    for chunk in chunks:
+        await spool.write(chunk)
+    await spool.finish()
+    assert path.read_bytes() == b"".join(chunks)
+
+
+@pytest.mark.parametrize("bound", [1 << 20, 1000])
+async def test_a_discarded_render_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int
+) -> None:
+    monkeypatch.setattr(stream, "SPOOL_BYTES", bound)
+    path = tmp_path / "clip.mp4"
+    spool = stream._Spool(path)
+    await spool.write(os.urandom(1500))
+    await spool.discard()
+    assert list(tmp_path.iterdir()) == []
