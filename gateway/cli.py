@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # log_config=None: uvicorn's records go through the root logger set up above.
         uvicorn.run(
-            create_app(config), host=args.host, port=args.port, lifespan="on", log_config=None
+            create_app(config),
+            host=args.host,
+            port=args.port,
+            lifespan="on",
+            log_config=None,
+            access_log=config.access_log,
         )
     finally:
         shutdown_tracing()

@@ -35,6 +35,10 @@ MODELS = "SPILLWAY_MODELS"
 """Comma-separated models that ``GET /v1/models`` lists, the first the default (default
 ``sora-2,sora-2-pro``): the scheduler's variable of the same name, read here too."""
 
+ACCESS_LOG = "SPILLWAY_ACCESS_LOG"
+"""1 logs a line per request (default 0: requests are counted and timed on ``/metrics``
+and traced; a log line each costs more than the rest of a small request's handling)."""
+
 _T = TypeVar("_T")
 _SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
 
@@ -58,6 +62,7 @@ class GatewayConfig:
     poll_after_ms: int = 1000
     timeout_s: float = 10.0
     models: tuple[str, ...] = ("sora-2", "sora-2-pro")
+    access_log: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> GatewayConfig:
@@ -70,6 +75,7 @@ class GatewayConfig:
             poll_after_ms=_read(environ, POLL_AFTER_MS, _positive_int, defaults.poll_after_ms),
             timeout_s=_read(environ, TIMEOUT_S, _positive_seconds, defaults.timeout_s),
             models=_read(environ, MODELS, _models, defaults.models),
+            access_log=_read(environ, ACCESS_LOG, _flag, defaults.access_log),
         )
 
 
@@ -110,3 +116,9 @@ def _models(value: str) -> tuple[str, ...]:
     if not all(models):
         raise ValueError("expected comma-separated model names")
     return models
+
+
+def _flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError("expected 0 or 1")
+    return value == "1"

@@ -3,6 +3,7 @@ the file holds every chunk in order, and a discarded render leaves no file."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -22,7 +23,7 @@ async def test_the_file_holds_every_chunk_in_order(
     for chunk in chunks:
         await spool.write(chunk)
     await spool.finish()
-    assert path.read_bytes() == b"".join(chunks)
+    assert await asyncio.to_thread(path.read_bytes) == b"".join(chunks)
 
 
 @pytest.mark.parametrize("bound", [1 << 20, 1000])
@@ -34,4 +35,4 @@ async def test_a_discarded_render_leaves_no_file(
     spool = stream._Spool(path)
     await spool.write(os.urandom(1500))
     await spool.discard()
-    assert list(tmp_path.iterdir()) == []
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []
