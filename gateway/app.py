@@ -4,7 +4,7 @@ Every request but ``/healthz``, ``/readyz`` and ``/metrics`` gets an OpenTelemet
 span named by its route (``GET /v1/videos/{video_id}``), continuing the caller's trace
 when the request carries a W3C ``traceparent``; the scheduler calls made while serving it
 carry that context on (`gateway.auth`). Requests are counted and timed on ``GET /metrics``
-(`gateway.metrics`).
+(`gateway.metrics`). One layer does both, and the ``x-request-id`` (`gateway.telemetry`).
 
 ``/healthz`` answers while the process serves requests (liveness); ``/readyz`` only while
 the scheduler behind it reports SERVING (readiness), so that a load balancer sends
@@ -20,19 +20,14 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from spillway.v1 import scheduler_pb2
 
 from gateway import errors, models, routes, webhook_routes
 from gateway.backends import backends, open_backends
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.metrics import GatewayMetrics, MetricsMiddleware
-from gateway.request_id import RequestIdMiddleware
-
-# Regexes over the request's full URL (scheme://host/path), as the instrumentation
-# matches them: probes and scrapes make no spans.
-_UNTRACED_URLS = r"^[a-z]+://[^/]+/(healthz|readyz|metrics)$"
+from gateway.metrics import GatewayMetrics
+from gateway.telemetry import Telemetry
 
 SCHEDULER_SERVICE = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 # Within a probe's own deadline (Kubernetes gives up after 1 s by default), so that the
@@ -54,6 +49,9 @@ def create_app(config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # `gateway.telemetry` traces and counts each request once; FastAPI's own
+        # telemetry would add spans per dependency and serialization on top.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     errors.install(app)
     app.include_router(routes.router)
@@ -63,14 +61,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.add_api_route("/readyz", _readyz, methods=["GET"], include_in_schema=False)
     metrics = GatewayMetrics()
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(Telemetry, metrics=metrics)
     app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
-    # Without the per-message "http send"/"http receive" spans: an event stream would
-    # make one per event.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=_UNTRACED_URLS, exclude_spans=["receive", "send"]
-    )
     return app
 
 
