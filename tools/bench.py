@@ -473,9 +473,10 @@ async def _watchers(
 
 
 async def watch_fanout(tmp: Path, watchers: int, rounds: int) -> dict[str, float]:
+    from scheduler import keys
     from scheduler.fleet import Fleet
     from scheduler.jobs import JobSpec
-    from scheduler.store import JobStore
+    from scheduler.store import JobStore, load_script
 
     spec = JobSpec(prompt="w", model="sora-2", seconds=4, width=720, height=1280, priority=5)
     with stack(tmp, 1) as s:
@@ -509,13 +510,20 @@ async def watch_fanout(tmp: Path, watchers: int, rounds: int) -> dict[str, float
 
         reading = asyncio.create_task(_watchers(streams, rounds, decode))
         await asyncio.sleep(3)  # every watcher subscribed
+        # Each round is one progress event per job, through the store's own script, sent
+        # in one pipeline: the producer must not be what limits the rate.
+        progress = client.register_script(load_script("progress"))
         cpu0 = s.schedulers[0].cpu_s()
         for r in range(rounds):
             stamps[10 + r] = time.time()
-            for i in range(0, len(jobs), 50):
-                await asyncio.gather(
-                    *(store.progress(j, "progress", 10 + r) for j in jobs[i : i + 50])
-                )
+            async with client.pipeline(transaction=False) as pipe:
+                for j in jobs:
+                    await progress(
+                        keys=[keys.job(j.id), keys.events(j.id)],
+                        args=[keys.channel(j.id), 64, j.lease, "progress", 10 + r],
+                        client=pipe,
+                    )
+                await pipe.execute()
         arrivals, published, failed = await asyncio.wait_for(reading, 120)
         cpu = s.schedulers[0].cpu_s() - cpu0
         for channel in channels:
@@ -532,9 +540,18 @@ async def watch_fanout(tmp: Path, watchers: int, rounds: int) -> dict[str, float
         wait_port(echo_port)
         channels = [grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") for _ in range(4)]
         streams = [channels[i % 4].unary_stream("/bench.Echo/Watch")(b"") for i in range(watchers)]
-        reading = asyncio.create_task(_watchers(streams, rounds, lambda m: float(m.decode())))
-        await asyncio.sleep(3)
+        reading = asyncio.create_task(
+            _watchers(streams, rounds, lambda m: None if m == b"ping" else float(m.decode()))
+        )
         publish = channels[0].unary_unary("/bench.Echo/Publish")
+        # Unlike WatchJob's, the echo's streams have no backlog: wait until each is open
+        # (a stream opened late would miss the first round).
+        opened = 0
+        for _ in range(60):
+            await asyncio.sleep(1)
+            if (opened := int(await publish(b"ping"))) >= watchers:
+                break
+        print(f"echo: {opened} of {watchers} streams open", file=sys.stderr)
         for _ in range(rounds):
             await publish(repr(time.time()).encode())
             await asyncio.sleep(0)
