@@ -4,6 +4,7 @@ spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
 spillway jobs       list, get, cancel, watch or download jobs through the gateway
 spillway webhooks   register, test and inspect webhook endpoints through the gateway
+spillway keys       create, list or revoke API keys (operator scope, over gRPC)
 spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
 spillway fleet      list, add, drain or remove in-house renderers (in Redis, at run time)
 spillway simulate   replay a workload trace through the policy and baselines (no servers)
@@ -25,7 +26,7 @@ from pathlib import Path
 import uvloop
 
 from renderer.telemetry import setup_logging, setup_tracing
-from scheduler import fleet_cli, jobs_cli, webhooks_cli
+from scheduler import apikeys_cli, fleet_cli, jobs_cli, webhooks_cli
 from scheduler.config import ConfigError, SchedulerConfig
 from scheduler.plan import PlanInputs
 from scheduler.sim.policies import POLICY_NAMES
@@ -144,6 +145,15 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
     webhooks_cli.add_arguments(webhooks)
     _add_gateway_arguments(webhooks)
     webhooks.set_defaults(run=_webhooks)
+
+    api_keys = commands.add_parser(
+        "keys",
+        help="create, list or revoke API keys (an operator key, over gRPC)",
+        description=apikeys_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    apikeys_cli.add_arguments(api_keys)
+    api_keys.set_defaults(run=lambda args: asyncio.run(apikeys_cli.run(args)))
 
     spill = commands.add_parser("spillover", help="show the spillover policy's status")
     spill.add_argument("--json", action="store_true", help="one JSON object")

@@ -24,7 +24,14 @@ REDIS_URL = "REDIS_URL"
 LISTEN = "SPILLWAY_SCHEDULER_LISTEN"
 """host:port the gRPC server binds. Default 127.0.0.1:50051 (port 0 picks a free one)."""
 API_KEYS = "SPILLWAY_API_KEYS"
-"""Comma-separated `key=tenant` pairs. Required."""
+"""Comma-separated `key=tenant` pairs: bootstrap keys of the tenant scope. Keys created
+with `spillway keys` live in Redis. This or SPILLWAY_OPERATOR_KEYS is required."""
+OPERATOR_KEYS = "SPILLWAY_OPERATOR_KEYS"
+"""Comma-separated `key=tenant` pairs: bootstrap keys of the operator scope (spillover
+status, `spillway keys`, operator controls; a tenant's calls too)."""
+KEY_CACHE_S = "SPILLWAY_KEY_CACHE_S"
+"""How long a replica trusts what it looked up about a stored key: a revoked key stops
+working everywhere within this long. Default 2."""
 INHOUSE_RENDERERS = "SPILLWAY_INHOUSE_RENDERERS"
 """Comma-separated `host:port=slots` in-house renderer endpoints. Default 127.0.0.1:50061=2.
 It seeds the fleet in Redis, which `spillway fleet` edits at run time; a replica starting
@@ -174,6 +181,8 @@ class SchedulerConfig:
     redis_url: str
     listen: str
     api_keys: Mapping[str, str]
+    operator_keys: Mapping[str, str]
+    key_cache_s: float
     inhouse: tuple[RendererEndpoint, ...]
     models: tuple[str, ...]
     s3: S3Config
@@ -219,6 +228,10 @@ class SchedulerConfig:
             lifecycle_days=get(env, S3_LIFECYCLE_DAYS, "0", int_in(0, 36500)),
         )
         retention_s = get(env, RETENTION_S, "86400", int_at_least(60))
+        operator_keys = get(env, OPERATOR_KEYS, "", _api_keys)
+        api_keys = get(env, API_KEYS, None if not operator_keys else "", _api_keys)
+        if set(api_keys) & set(operator_keys):
+            raise ConfigError(f"a key is in both {API_KEYS} and {OPERATOR_KEYS}")
         if 0 < s3.lifecycle_days * 86400 < retention_s:
             raise ConfigError(
                 f"{S3_LIFECYCLE_DAYS}={s3.lifecycle_days}: the rule would delete videos "
@@ -228,7 +241,9 @@ class SchedulerConfig:
         return cls(
             redis_url=get(env, REDIS_URL, "redis://127.0.0.1:6379/0", _redis_url),
             listen=get(env, LISTEN, "127.0.0.1:50051", parse_address),
-            api_keys=get(env, API_KEYS, None, _api_keys),
+            api_keys=api_keys,
+            operator_keys=operator_keys,
+            key_cache_s=get(env, KEY_CACHE_S, "2", float_at_least(0)),
             inhouse=get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
             models=get(env, MODELS, "sora-2,sora-2-pro", _models),
             s3=s3,
@@ -352,6 +367,8 @@ def _pairs(raw: str) -> list[tuple[str, str]]:
 
 def _api_keys(raw: str) -> Mapping[str, str]:
     keys: dict[str, str] = {}
+    if not raw:
+        return keys
     for key, tenant in _pairs(raw):
         if len(key) < 8:
             raise ValueError("each API key must be at least 8 characters")

@@ -272,7 +272,10 @@ async def run(options: DevOptions) -> int:
                     **os.environ,
                     "REDIS_URL": redis_url,
                     "SPILLWAY_SCHEDULER_LISTEN": "127.0.0.1:0",
-                    "SPILLWAY_API_KEYS": f"{api_key}={TENANT}",
+                    # The person running the stack operates it too: `spillway
+                    # spillover` and `spillway keys` take this key.
+                    "SPILLWAY_API_KEYS": "",
+                    "SPILLWAY_OPERATOR_KEYS": f"{api_key}={TENANT}",
                     "SPILLWAY_INHOUSE_RENDERERS": (
                         f"127.0.0.1:{renderer_port}={options.inhouse_slots}"
                     ),

@@ -63,6 +63,11 @@ class Unauthenticated(SpillwayError):
     reason = "unauthenticated"
 
 
+class PermissionDenied(SpillwayError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "permission_denied"
+
+
 class NotFound(SpillwayError):
     code = grpc.StatusCode.NOT_FOUND
     reason = "not_found"

@@ -183,3 +183,11 @@ WEBHOOK_LOG_PREFIX = f"{NAMESPACE}wh:log:"
 def webhook_log(endpoint_id: str) -> str:
     """Capped stream per webhook endpoint: one entry (field `d`, JSON) per attempt."""
     return WEBHOOK_LOG_PREFIX + endpoint_id
+
+
+API_KEYS = f"{NAMESPACE}apikeys"
+"""Hash: sha256 (hex) of an API key -> its record (JSON: id, tenant, scope, name,
+created and expiry ms, the key's last characters). The key itself is never stored."""
+
+API_KEY_IDS = f"{NAMESPACE}apikeys:ids"
+"""Hash: API key id (`key_...`) -> the digest it is stored under, for revoking by id."""

@@ -11,8 +11,16 @@ import grpc
 import redis.asyncio as redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from spillway.v1 import scheduler_pb2, scheduler_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
+from spillway.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
+)
 
+from scheduler.admin_service import AdminService
 from scheduler.auth import ApiKeys
 from scheduler.config import SchedulerConfig
 from scheduler.dispatcher import Dispatcher, DispatcherConfig
@@ -38,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 WEBHOOKS_SERVICE_NAME = webhooks_pb2.DESCRIPTOR.services_by_name["Webhooks"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 _READINESS_INTERVAL_S = 2.0
 _READINESS_TIMEOUT_S = 5.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -180,7 +189,8 @@ class SchedulerServer:
                 ("grpc.server.max_pending_requests_hard_limit", 2 * cfg.grpc_max_streams),
             ],
         )
-        api_keys = ApiKeys(cfg.api_keys)
+        api_keys = ApiKeys(self.redis, cfg.api_keys, cfg.operator_keys, cache_s=cfg.key_cache_s)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(api_keys), self.server)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
             SchedulerService(
                 self.store,
@@ -208,7 +218,13 @@ class SchedulerServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, WEBHOOKS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                WEBHOOKS_SERVICE_NAME,
+                ADMIN_SERVICE_NAME,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.port = self.server.add_insecure_port(cfg.listen)

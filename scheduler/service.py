@@ -109,7 +109,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         )
 
     async def _own_job(self, context: Ctx, job_id: str) -> Job:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        tenant = await self._keys.tenant(context.invocation_metadata())
         require_job_id(job_id)
         job = await self._store.get(job_id)
         if job is None or job.tenant != tenant:
@@ -141,7 +141,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def _submit(
         self, request: pb.SubmitRenderRequest, metadata: Sequence[tuple[str, Any]]
     ) -> pb.SubmitRenderResponse:
-        tenant = self._keys.tenant(metadata)
+        tenant = await self._keys.tenant(metadata)
         spec = validate_spec(
             prompt=request.prompt,
             model=request.model,
@@ -188,7 +188,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     @rpc_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        tenant = await self._keys.tenant(context.invocation_metadata())
         limit = validate_page_size(request.page_size)
         if request.page_token:
             validate_job_id(request.page_token, field="after")
@@ -204,7 +204,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     @rpc_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        tenant = await self._keys.tenant(context.invocation_metadata())
         require_job_id(request.id)
         found = await self._store.cancel(tenant, request.id)
         if found is None:
@@ -216,7 +216,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     @rpc_errors
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        tenant = await self._keys.tenant(context.invocation_metadata())
         require_job_id(request.id)
         found = await self._store.delete(tenant, request.id)
         if found is None:
@@ -258,7 +258,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def GetSpillover(
         self, request: pb.GetSpilloverRequest, context: Ctx
     ) -> pb.GetSpilloverResponse:
-        self._keys.tenant(context.invocation_metadata())
+        await self._keys.operator(context.invocation_metadata())
         return spillover_to_proto(await self._spillover_status(), self._spillover.config)
 
     async def WatchJob(

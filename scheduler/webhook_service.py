@@ -41,7 +41,7 @@ class WebhookService(webhooks_pb2_grpc.WebhooksServicer):
         self._sender = sender
 
     async def _own(self, context: Ctx, endpoint_id: str) -> Endpoint:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        tenant = await self._keys.tenant(context.invocation_metadata())
         endpoint = await self._store.get(tenant, endpoint_id)
         if endpoint is None:
             raise NotFound(f"webhook endpoint {endpoint_id!r} not found")
@@ -57,7 +57,7 @@ class WebhookService(webhooks_pb2_grpc.WebhooksServicer):
     async def CreateWebhookEndpoint(
         self, request: pb.CreateWebhookEndpointRequest, context: Ctx
     ) -> pb.CreateWebhookEndpointResponse:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        tenant = await self._keys.tenant(context.invocation_metadata())
         name = _name(request.name)
         event_types = _event_types(request.event_types)
         url = await self._checked_url(request.url)
@@ -76,7 +76,7 @@ class WebhookService(webhooks_pb2_grpc.WebhooksServicer):
     async def ListWebhookEndpoints(
         self, request: pb.ListWebhookEndpointsRequest, context: Ctx
     ) -> pb.ListWebhookEndpointsResponse:
-        tenant = self._keys.tenant(context.invocation_metadata())
+        tenant = await self._keys.tenant(context.invocation_metadata())
         limit = validate_page_size(request.page_size)
         if request.page_token and not is_endpoint_id(request.page_token):
             raise InvalidArgument("after", "must be a webhook endpoint id (we_...)")
@@ -147,7 +147,7 @@ class WebhookService(webhooks_pb2_grpc.WebhooksServicer):
     async def ListWebhookEventTypes(
         self, request: pb.ListWebhookEventTypesRequest, context: Ctx
     ) -> pb.ListWebhookEventTypesResponse:
-        self._keys.tenant(context.invocation_metadata())
+        await self._keys.tenant(context.invocation_metadata())
         return pb.ListWebhookEventTypesResponse(event_types=EVENT_TYPES)
 
     @rpc_errors

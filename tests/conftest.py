@@ -224,8 +224,10 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 API_KEY = "sk-test-acme-0001"
 OTHER_API_KEY = "sk-test-globex-0002"
+OPERATOR_KEY = "sk-test-operator-0003"
 AUTH = (("authorization", f"Bearer {API_KEY}"),)
 OTHER_AUTH = (("authorization", f"Bearer {OTHER_API_KEY}"),)
+OPERATOR_AUTH = (("authorization", f"Bearer {OPERATOR_KEY}"),)
 
 
 class Stack:
@@ -252,6 +254,7 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "SPILLWAY_SCHEDULER_LISTEN": "127.0.0.1:0",
             "SPILLWAY_API_KEYS": f"{API_KEY}=acme,{OTHER_API_KEY}=globex",
+            "SPILLWAY_OPERATOR_KEYS": f"{OPERATOR_KEY}=ops",
             "SPILLWAY_INHOUSE_RENDERERS": ",".join(f"{r.address}=2" for r in self.renderers),
             "SPILLWAY_S3_BUCKET": self.s3.bucket,
             "SPILLWAY_S3_ENDPOINT_URL": self.s3.endpoint_url,

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
-from tests.conftest import AUTH, S3Server, Stack, assert_eventually
+from tests.conftest import OPERATOR_AUTH, S3Server, Stack, assert_eventually
 from tests.test_spillover_e2e import SPILL_ENV, final_jobs, submit_burst
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -52,7 +52,7 @@ async def test_metrics_move_as_a_burst_spills_and_drains(stack: Stack, s3: S3Ser
         assert per_pool["burst"] > 0
 
         async def drained() -> None:
-            status = await stub.GetSpillover(pb.GetSpilloverRequest(), metadata=AUTH)
+            status = await stub.GetSpillover(pb.GetSpilloverRequest(), metadata=OPERATOR_AUTH)
             assert status.mode == pb.SPILLOVER_MODE_NORMAL
 
         await assert_eventually(drained, within=30)

@@ -21,7 +21,16 @@ from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
 from scheduler import keys
-from tests.conftest import API_KEY, AUTH, S3Server, Stack, assert_eventually, free_port
+from tests.conftest import (
+    API_KEY,
+    AUTH,
+    OPERATOR_AUTH,
+    OPERATOR_KEY,
+    S3Server,
+    Stack,
+    assert_eventually,
+    free_port,
+)
 
 # Small watermarks and short dwells so that a burst of 20 spills within seconds; the
 # burst containers boot in 0.3 s and scale down after 1 s idle.
@@ -91,7 +100,7 @@ async def test_burst_spills_completes_and_drains_back(stack: Stack, s3: S3Server
 
         async def drained() -> pb.GetSpilloverResponse:
             status: pb.GetSpilloverResponse = await stub.GetSpillover(
-                pb.GetSpilloverRequest(), metadata=AUTH
+                pb.GetSpilloverRequest(), metadata=OPERATOR_AUTH
             )
             assert status.mode == pb.SPILLOVER_MODE_NORMAL
             burst = next(p for p in status.pools if p.name == "burst")
@@ -221,7 +230,7 @@ async def test_spillover_cli_reports_mode_and_pools_as_json(stack: Stack) -> Non
         "--addr",
         scheduler.address,
         "--api-key",
-        API_KEY,
+        OPERATOR_KEY,
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
