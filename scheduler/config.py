@@ -29,6 +29,10 @@ with `spillway keys` live in Redis. This or SPILLWAY_OPERATOR_KEYS is required."
 OPERATOR_KEYS = "SPILLWAY_OPERATOR_KEYS"
 """Comma-separated `key=tenant` pairs: bootstrap keys of the operator scope (spillover
 status, `spillway keys`, operator controls; a tenant's calls too)."""
+TENANT_WEIGHTS = "SPILLWAY_TENANT_WEIGHTS"
+"""Comma-separated `tenant=weight` pairs: a tenant's share of claims when several have
+work queued (default 1 each; weight 2 is served twice as often). Written to Redis at
+startup, so the replica started last sets them for all."""
 KEY_CACHE_S = "SPILLWAY_KEY_CACHE_S"
 """How long a replica trusts what it looked up about a stored key: a revoked key stops
 working everywhere within this long. Default 2."""
@@ -183,6 +187,7 @@ class SchedulerConfig:
     api_keys: Mapping[str, str]
     operator_keys: Mapping[str, str]
     key_cache_s: float
+    tenant_weights: Mapping[str, float]
     inhouse: tuple[RendererEndpoint, ...]
     models: tuple[str, ...]
     s3: S3Config
@@ -244,6 +249,7 @@ class SchedulerConfig:
             api_keys=api_keys,
             operator_keys=operator_keys,
             key_cache_s=get(env, KEY_CACHE_S, "2", float_at_least(0)),
+            tenant_weights=get(env, TENANT_WEIGHTS, "", _weights),
             inhouse=get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
             models=get(env, MODELS, "sora-2,sora-2-pro", _models),
             s3=s3,
@@ -378,6 +384,18 @@ def _api_keys(raw: str) -> Mapping[str, str]:
             raise ValueError("an API key appears twice")
         keys[key] = tenant
     return keys
+
+
+def _weights(raw: str) -> Mapping[str, float]:
+    weights: dict[str, float] = {}
+    for tenant, weight in _pairs(raw) if raw else ():
+        if not _TENANT.match(tenant):
+            raise ValueError(f"tenant {tenant!r} must be 1-64 of A-Z a-z 0-9 _ -")
+        value = float(weight)
+        if not (math.isfinite(value) and 0.01 <= value <= 1000):
+            raise ValueError(f"weight of {tenant} must be between 0.01 and 1000")
+        weights[tenant] = value
+    return weights
 
 
 def _renderers(raw: str) -> tuple[RendererEndpoint, ...]:

@@ -191,3 +191,24 @@ created and expiry ms, the key's last characters). The key itself is never store
 
 API_KEY_IDS = f"{NAMESPACE}apikeys:ids"
 """Hash: API key id (`key_...`) -> the digest it is stored under, for revoking by id."""
+
+TENANT_QUEUE_PREFIX = f"{NAMESPACE}tq:"
+"""Sorted set per tenant of its queued job ids, scored as in `QUEUE`: the claim takes the
+head of the tenant whose turn it is."""
+
+FAIR = f"{NAMESPACE}fair"
+"""Sorted set: tenant with queued work -> its virtual time, which grows by 1/weight per
+job it is served. The claim serves the lowest, so tenants take turns by weight and one
+tenant's burst waits behind the others' next jobs, not in front of them."""
+
+FAIR_VT = f"{NAMESPACE}fair:vt"
+"""Hash: tenant -> its virtual time when its queue last emptied; a tenant with work
+again starts at no less than the lowest waiting tenant's (no credit banked while idle)."""
+
+TENANT_WEIGHTS = f"{NAMESPACE}tenant:weights"
+"""Hash: tenant -> its weight in the fair share (default 1); set from
+`SPILLWAY_TENANT_WEIGHTS` at startup."""
+
+
+def tenant_queue(tenant: str) -> str:
+    return TENANT_QUEUE_PREFIX + tenant

@@ -20,6 +20,7 @@ from spillway.v1 import (
     webhooks_pb2_grpc,
 )
 
+from scheduler import keys
 from scheduler.admin_service import AdminService
 from scheduler.auth import ApiKeys
 from scheduler.config import SchedulerConfig
@@ -126,6 +127,9 @@ class SchedulerServer:
             max_queued=cfg.policy.max_queued,
             waiter=self._redis_waits,
         )
+        if cfg.tenant_weights:
+            weights = {t: str(w) for t, w in cfg.tenant_weights.items()}
+            await self.redis.hset(keys.TENANT_WEIGHTS, mapping=weights)  # type: ignore[arg-type]
         self.hub = EventHub(self._redis_events)
         await self.hub.start()
         if self._objects is None:

@@ -25,6 +25,11 @@ _LUA = Path(__file__).with_name("lua")
 
 _KEY_CONSTANTS = {
     "K_QUEUE": keys.QUEUE,
+    "K_JOB": keys.JOB_PREFIX,
+    "K_TENANT_QUEUE": keys.TENANT_QUEUE_PREFIX,
+    "K_FAIR": keys.FAIR,
+    "K_FAIR_VT": keys.FAIR_VT,
+    "K_TENANT_WEIGHTS": keys.TENANT_WEIGHTS,
     "K_QUEUED_AT": keys.QUEUED_AT,
     "K_LEASES": keys.LEASES,
     "K_WAKE": keys.WAKE,

@@ -29,10 +29,53 @@ local function wake_if_queued()
   end
 end
 
--- Puts a job in line: its place by priority and submission, and since when it waits.
+-- Fair share: a tenant with queued work is in K_FAIR, scored by a virtual time that grows
+-- by 1/weight for each job it is served; claims serve the lowest first.
+local function join_fair(tenant)
+  if redis.call('ZSCORE', K_FAIR, tenant) then
+    return
+  end
+  -- Back after a pause (or new), a tenant starts no earlier than the turn being served
+  -- now (':clock', not a tenant name): it banked no credit while it had nothing queued.
+  local saved = redis.call('HMGET', K_FAIR_VT, tenant, ':clock')
+  redis.call('ZADD', K_FAIR, math.max(tonumber(saved[1] or '0'), tonumber(saved[2] or '0')),
+    tenant)
+end
+
+local function leave_tenant_queue(tenant, id)
+  local tq = K_TENANT_QUEUE .. tenant
+  redis.call('ZREM', tq, id)
+  if redis.call('ZCARD', tq) == 0 then
+    local vt = redis.call('ZSCORE', K_FAIR, tenant)
+    if vt then
+      redis.call('HSET', K_FAIR_VT, tenant, vt)
+      redis.call('ZREM', K_FAIR, tenant)
+    end
+  end
+end
+
+-- Charges a claimed job to its tenant's turn; the turn it was served at becomes the
+-- clock that tenants joining later start from.
+local function served(tenant)
+  local step = 1 / tonumber(redis.call('HGET', K_TENANT_WEIGHTS, tenant) or '1')
+  local vt = redis.call('ZSCORE', K_FAIR, tenant)
+  if vt then
+    redis.call('ZINCRBY', K_FAIR, step, tenant)
+  else
+    vt = redis.call('HGET', K_FAIR_VT, tenant) or '0'
+    redis.call('HINCRBYFLOAT', K_FAIR_VT, tenant, step)
+  end
+  redis.call('HSET', K_FAIR_VT, ':clock', vt)
+end
+
+-- Puts a job in line: its place by priority and submission, in the queue and in its
+-- tenant's, and since when it waits.
 local function enqueue(jk, id, seq)
   local now = now_ms()
+  local tenant = redis.call('HGET', jk, 'tenant')
   redis.call('ZADD', K_QUEUE, seq, id)
+  redis.call('ZADD', K_TENANT_QUEUE .. tenant, seq, id)
+  join_fair(tenant)
   redis.call('ZADD', K_QUEUED_AT, now, id)
   redis.call('HSET', jk, 'queued_ms', now)
   -- A job back in line keeps its deadline, though it may have passed while it ran.
@@ -46,6 +89,10 @@ end
 local function dequeue(id)
   redis.call('ZREM', K_QUEUE, id)
   redis.call('ZREM', K_QUEUED_AT, id)
+  local tenant = redis.call('HGET', K_JOB .. id, 'tenant')
+  if tenant then
+    leave_tenant_queue(tenant, id)
+  end
 end
 
 -- Takes a job off its lease, its pool's in-flight set and its in-house endpoint, which
