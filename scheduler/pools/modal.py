@@ -412,13 +412,28 @@ class ModalPool(Pool):
         await self._cancel_call(call, call_id, f"job {job.id} was cancelled")
 
     async def set_autoscaler(self, settings: Autoscale) -> None:
-        """Applies the settings, through `Function.autoscaler.update` where the SDK has
-        it and the deprecated `update_autoscaler` where it does not. A failure is
-        logged, not raised: the reconcile loop that calls this applies them again (a
-        deploy resets them anyway). Settings Modal would refuse are not sent."""
+        """Applies the settings (`apply_autoscaler`). A failure is logged, not raised:
+        the reconcile loop that calls this applies them again (a deploy resets them
+        anyway)."""
+        try:
+            await self.apply_autoscaler(settings)
+        except ValueError as exc:
+            log.error("not sending Modal autoscaler settings it would refuse: %s", exc)
+        except Exception as exc:
+            log.warning(
+                "Modal autoscaler update to %s failed: %r",
+                settings,
+                exc,
+                exc_info=not isinstance(exc, (self._errors.sdk, Unanswered)),
+            )
+
+    async def apply_autoscaler(self, settings: Autoscale) -> None:
+        """Applies the settings through `Function.autoscaler.update` where the SDK has it
+        and the deprecated `update_autoscaler` where it does not. Raises ValueError for
+        settings Modal would refuse (they are not sent), and what the SDK raises; an
+        unreachable Modal also makes the pool unavailable."""
         if (problem := autoscale_problem(settings)) is not None:
-            log.error("not sending Modal autoscaler settings it would refuse: %s", problem)
-            return
+            raise ValueError(problem)
         obj = self._renderer()
         manager = cast(AutoscalerManager | None, getattr(obj.render, "autoscaler", None))
         update = obj.update_autoscaler if manager is None else manager.update
@@ -434,12 +449,7 @@ class ModalPool(Pool):
             )
         except Exception as exc:
             self._note_unreachable(exc)
-            log.warning(
-                "Modal autoscaler update to %s failed: %r",
-                settings,
-                exc,
-                exc_info=not isinstance(exc, (self._errors.sdk, Unanswered)),
-            )
+            raise
 
     async def stats(self) -> PoolStats:
         """The last known figures, at once: never a network call on the caller's path.
