@@ -124,7 +124,7 @@ class FakeModal:
     boot_s: float = 0.0
     restore_s: float = 0.0
     """What a container takes to start, and what a cold input reports."""
-    connection_delay_s: float = 0.5
+    connection_delay_s: float = 0.2
     outage: bool = False
     autoscaler_api: Literal["current", "deprecated"] = "current"
     default_fps: int = 8

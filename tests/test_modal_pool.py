@@ -779,7 +779,7 @@ async def test_a_connection_failure_surfaces_late_and_the_pool_does_not_wait_for
     modal 1.6.4 `_utils/grpc_utils.py`, `retry_transient_errors`), which the fake delays
     by `connection_delay_s`. The pool gives up on a spawn after `call_timeout_s`,
     uncharged, and stops spilling at once, while the spawn is still in flight."""
-    with FakeModal(outage=True, connection_delay_s=2.0) as fake:
+    with FakeModal(outage=True, connection_delay_s=0.5) as fake:
         pool = make_pool(fake, tmp_path, call_timeout_s=0.1)
 
         error = await render_error(pool, make_job(), Hooks(fake))
