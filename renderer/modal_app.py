@@ -1,43 +1,54 @@
-"""The Modal renderer, deployed with `modal deploy renderer/modal_app.py`.
+"""The Modal renderer, deployed by `tools/modal_deploy.py` (or `modal deploy -m
+renderer.modal_app --env <environment>` once the weights are in place).
 
 One class, `Renderer`, on one pinned GPU type, not a web endpoint: the scheduler finds
-it with `modal.Cls.from_name(<app>, "Renderer")` and calls `.render.spawn(request)`
-with a `renderer.remote.RemoteRequest` dict. A container starts SGLang, warms it up
-and releases its GPU memory; Modal snapshots the container there (CPU and GPU memory),
-and later containers restore that snapshot and only take the memory back.
+it with `modal.Cls.from_name(<app>, "Renderer", environment_name=<environment>)` and
+calls `.render.spawn(request)` with a `renderer.remote.RemoteRequest` dict. A container
+starts SGLang, warms it up, commits the kernels it compiled to the cache Volume and
+releases its GPU memory; Modal snapshots the container there (CPU and GPU memory), and
+later containers restore that snapshot and only take the memory back.
 
-Configuration is read from the SPILLWAY_MODAL_* variables below when `modal deploy`
-imports this module, and written into the image's environment so that containers read
-the same values. A malformed value stops the import with an error naming the variable
-and the value. Importing this module never contacts Modal.
+The image is SGLang's own CUDA devel image for the pinned SGLang (nvcc and CUDA_HOME,
+which DeepGEMM's JIT needs), the renderer's few dependencies, and a build step on the
+pinned GPU that precompiles DeepGEMM's kernels into the cache Volume
+(`renderer.modal_kernels`). The weights come from the models Volume, which
+`renderer.modal_weights` fills from the private store.
+
+Configuration is `renderer.modal_config`: the SPILLWAY_MODAL_* variables read when this
+module is imported, and written into the image's environment so that containers read
+the same values. Importing this module never contacts Modal.
 
 Traces: each render is a `renderer.render` span (see `renderer.tracing`) in the job's
 trace, continued from the request's `trace_context` (W3C `traceparent`/`tracestate`).
-A container exports its spans when it is given an OTLP endpoint it can reach from Modal
-through the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`
-for the collector's credentials, optionally `OTEL_SERVICE_NAME`), stored as a Modal
-Secret and attached to the class (`secrets=[modal.Secret.from_name(...)]`); without
-them spans are made but not sent. Tracing is set up after the snapshot is restored,
-never before it (the exporter's thread and connection must not be snapshotted).
+A container exports its spans when the Modal Secret named by SPILLWAY_MODAL_OTEL_SECRET
+gives it the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+`OTEL_EXPORTER_OTLP_HEADERS` for the collector's credentials, optionally
+`OTEL_SERVICE_NAME`); without them spans are made but not sent. Tracing is set up after
+the snapshot is restored, never before it (the exporter's thread and connection must
+not be snapshotted).
+
+Cancellation: `render` is an async method that renders in a thread. Modal cancels an
+input of an async method by cancelling its task, which stops that render at its next
+frame and touches no other input; an input of a *sync* method with concurrency above
+one could only be cancelled by stopping the whole container (modal 1.6.4,
+`_container_entrypoint.py`, `cancel_callback_sync`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
-import re
-import shlex
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import modal
-import modal.exception
 import modal.experimental
 from opentelemetry.trace import Span
 from spillway.v1 import renderer_pb2
@@ -45,50 +56,32 @@ from spillway.v1 import renderer_pb2
 from renderer import tracing
 from renderer.cpu import CpuFrameDecoder
 from renderer.errors import InvalidRenderRequest
+from renderer.modal_config import MODELS_DIR, ModalConfig
+from renderer.modal_kernels import precompile_kernels
 from renderer.pipeline import RenderSpec, render_to_file
 from renderer.remote import RemoteMetadata, RemoteRequest, RemoteResult
 from renderer.sglang_engine import (
     SGLANG_VERSION,
     EngineUnavailable,
-    SglangLaunch,
     SglangServer,
     SglangTokenEngine,
 )
+from renderer.sglang_launch import Checkpoint, SglangLaunch, settle
 from renderer.telemetry import setup_tracing
 from renderer.validation import render_spec
 
 logger = logging.getLogger(__name__)
 
-ENV_APP = "SPILLWAY_MODAL_APP"
-"""Name of the deployed Modal app, which the scheduler looks the class up in."""
-ENV_GPU = "SPILLWAY_MODAL_GPU"
-"""The one GPU type containers run on; it must run FP8 (Hopper or newer)."""
-ENV_MAX_CONTAINERS = "SPILLWAY_MODAL_MAX_CONTAINERS"
-"""Most containers at once: the GPU budget's cap on the spill."""
-ENV_SCALEDOWN_S = "SPILLWAY_MODAL_SCALEDOWN_S"
-"""Seconds an idle container stays up, waiting for more work (Modal allows 2-3600)."""
-ENV_TIMEOUT_S = "SPILLWAY_MODAL_TIMEOUT_S"
-"""Seconds a render, or a container's start, may take before Modal stops it."""
-ENV_CONCURRENCY = "SPILLWAY_MODAL_CONCURRENCY"
-"""Renders one container runs at once (SGLang batches their generates). The scheduler's
-SPILLWAY_SPILL_CONCURRENCY must match it, as SPILLWAY_SPILL_MAX_CONTAINERS must match
-SPILLWAY_MODAL_MAX_CONTAINERS."""
-ENV_MODELS_VOLUME = "SPILLWAY_MODAL_MODELS_VOLUME"
-"""Modal Volume holding the weights, mounted read-only at /models. It must exist."""
-ENV_CACHE_VOLUME = "SPILLWAY_MODAL_CACHE_VOLUME"
-"""Modal Volume for compiled kernels (DeepGEMM, FlashInfer, Triton, Inductor), mounted
-at /cache; created on the first deploy."""
-ENV_MODEL_PATH = "SPILLWAY_MODAL_MODEL_PATH"
-"""The weights' directory, under /models."""
-ENV_SGLANG_ARGS = "SPILLWAY_MODAL_SGLANG_ARGS"
-"""More `sglang.launch_server` flags, as one shell-quoted string."""
+CONFIG = ModalConfig.from_environ(os.environ)
 
-MODELS_DIR = "/models"
+SGLANG_IMAGE = f"lmsysorg/sglang:v{SGLANG_VERSION}-cu129-amd64"
+"""SGLang's image for the pinned version, CUDA 12.9 devel: nvcc and CUDA_HOME for
+DeepGEMM's JIT, and torch, sgl-kernel and FlashInfer built to match. Not the `-runtime`
+variant, which is not meant to compile."""
+CUDA_HOME = "/usr/local/cuda"
 CACHE_DIR = "/cache"
-PYTHON_VERSION = "3.11"
-# FP8 needs Hopper or newer. "H100!" also refuses Modal's upgrade of H100 to H200.
-FP8_GPUS = ("H100", "H100!", "H200", "B200")
-# What the renderer itself imports, at the floors pyproject.toml declares.
+# What the renderer itself imports, at the floors pyproject.toml declares; the image's
+# SGLang brings its own numpy, av and the rest, which these floors accept.
 RENDERER_REQUIREMENTS = (
     "httpx>=0.27",
     "av>=14",
@@ -102,125 +95,68 @@ RENDERER_REQUIREMENTS = (
     "structlog>=24.4",
 )
 KERNEL_CACHE_ENV = {
+    # sgl-kernel asserts that it finds the toolkit before DeepGEMM's first compile.
+    "CUDA_HOME": CUDA_HOME,
     "SGLANG_DG_CACHE_DIR": f"{CACHE_DIR}/deep_gemm",
+    # DeepGEMM's own variable, for SGLang versions that do not redirect it themselves.
+    "DG_JIT_CACHE_DIR": f"{CACHE_DIR}/deep_gemm",
     "FLASHINFER_WORKSPACE_BASE": f"{CACHE_DIR}/flashinfer",
     "TRITON_CACHE_DIR": f"{CACHE_DIR}/triton",
     "TORCHINDUCTOR_CACHE_DIR": f"{CACHE_DIR}/torchinductor",
     # Modal's SGLang example sets this for Inductor to survive a GPU snapshot.
     "TORCHINDUCTOR_COMPILE_THREADS": "1",
 }
+PRECOMPILE_TIMEOUT_S = 3600
 SGLANG_PORT = 30000
+# SGLang's own error, with its log tail, says more than Modal's kill at the startup
+# timeout: give up on a boot this much earlier.
+STARTUP_MARGIN_S = 60
 # The in-house renderer's frame rate for requests that leave fps at 0.
 DEFAULT_FPS = 24
 SERVICE_NAME = "spillway-renderer-modal"
 """The traces' service name, unless OTEL_SERVICE_NAME says otherwise."""
-_MODAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-@dataclass(frozen=True)
-class ModalConfig:
-    """The deployment's settings; the defaults are those of an unset variable."""
-
-    app: str = "spillway-renderer"
-    gpu: str = "H100"
-    max_containers: int = 10
-    scaledown_s: int = 300
-    timeout_s: int = 1800
-    concurrency: int = 1
-    models_volume: str = "spillway-models"
-    cache_volume: str = "spillway-kernel-cache"
-    model_path: str = f"{MODELS_DIR}/renderer"
-    sglang_args: tuple[str, ...] = ()
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> ModalConfig:
-        """The settings in `environ`; raises ValueError naming the first bad one."""
-        default = cls()
-        gpu = environ.get(ENV_GPU, default.gpu)
-        if gpu not in FP8_GPUS:
-            raise ValueError(f"{ENV_GPU} must be one of {', '.join(FP8_GPUS)}, got {gpu!r}")
-        model_path = environ.get(ENV_MODEL_PATH, default.model_path)
-        if not model_path.startswith(f"{MODELS_DIR}/"):
-            raise ValueError(f"{ENV_MODEL_PATH} must be under {MODELS_DIR}/, got {model_path!r}")
-        try:
-            sglang_args = tuple(shlex.split(environ.get(ENV_SGLANG_ARGS, "")))
-        except ValueError as error:
-            raise ValueError(
-                f"{ENV_SGLANG_ARGS} is not a shell-quoted string ({error}), "
-                f"got {environ[ENV_SGLANG_ARGS]!r}"
-            ) from None
-        return cls(
-            app=_name(environ, ENV_APP, default.app),
-            gpu=gpu,
-            max_containers=_int(environ, ENV_MAX_CONTAINERS, default.max_containers, 1, 1000),
-            scaledown_s=_int(environ, ENV_SCALEDOWN_S, default.scaledown_s, 2, 3600),
-            timeout_s=_int(environ, ENV_TIMEOUT_S, default.timeout_s, 10, 86400),
-            concurrency=_int(environ, ENV_CONCURRENCY, default.concurrency, 1, 256),
-            models_volume=_name(environ, ENV_MODELS_VOLUME, default.models_volume),
-            cache_volume=_name(environ, ENV_CACHE_VOLUME, default.cache_volume),
-            model_path=model_path,
-            sglang_args=sglang_args,
-        )
-
-    def environ(self) -> dict[str, str]:
-        """These settings as the variables that `from_environ` reads back."""
-        return {
-            ENV_APP: self.app,
-            ENV_GPU: self.gpu,
-            ENV_MAX_CONTAINERS: str(self.max_containers),
-            ENV_SCALEDOWN_S: str(self.scaledown_s),
-            ENV_TIMEOUT_S: str(self.timeout_s),
-            ENV_CONCURRENCY: str(self.concurrency),
-            ENV_MODELS_VOLUME: self.models_volume,
-            ENV_CACHE_VOLUME: self.cache_volume,
-            ENV_MODEL_PATH: self.model_path,
-            ENV_SGLANG_ARGS: shlex.join(self.sglang_args),
-        }
-
-    def launch(self) -> SglangLaunch:
-        return SglangLaunch(
-            model_path=self.model_path, port=SGLANG_PORT, extra_args=self.sglang_args
-        )
-
-
-def _int(environ: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
-    text = environ.get(key)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{key} must be an integer, got {text!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"{key} must be between {low} and {high}, got {text!r}")
-    return value
-
-
-def _name(environ: Mapping[str, str], key: str, default: str) -> str:
-    value = environ.get(key, default)
-    if not _MODAL_NAME.fullmatch(value):
-        raise ValueError(f"{key} must be 1-64 letters, digits, '.', '-' or '_', got {value!r}")
-    return value
-
-
-CONFIG = ModalConfig.from_environ(os.environ)
-
-image = (
-    modal.Image.debian_slim(python_version=PYTHON_VERSION)
-    # sgl_kernel's prebuilt extension links libnuma.so.1, which debian_slim lacks.
-    .apt_install("libnuma1")
-    .pip_install(f"sglang=={SGLANG_VERSION}", *RENDERER_REQUIREMENTS)
-    .env({**KERNEL_CACHE_ENV, **CONFIG.environ()})
-    .add_local_python_source("renderer", "spillway")
+BAKE_REQUEST = RemoteRequest(
+    job_id="bake", prompt="snapshot bake", model="bake", seconds=1, width=64, height=64, fps=8
 )
+"""What `bake` renders: the smallest request that runs the whole pipeline."""
+
 models_volume = modal.Volume.from_name(CONFIG.models_volume).with_mount_options(read_only=True)
 cache_volume = modal.Volume.from_name(CONFIG.cache_volume, create_if_missing=True)
+image = (
+    modal.Image.from_registry(SGLANG_IMAGE)
+    .entrypoint([])  # the image's own entrypoint would start a server
+    .uv_pip_install(*RENDERER_REQUIREMENTS)
+    .env(KERNEL_CACHE_ENV)
+    .run_function(
+        precompile_kernels,
+        gpu=CONFIG.gpu,
+        volumes={MODELS_DIR: models_volume, CACHE_DIR: cache_volume},
+        timeout=PRECOMPILE_TIMEOUT_S,
+        kwargs={
+            "model_path": CONFIG.model_path,
+            "quantization": CONFIG.quantization,
+            "context_length": CONFIG.context_length,
+            "sglang_args": list(CONFIG.sglang_args),
+            "gpu": CONFIG.gpu,
+            "cache_volume": CONFIG.cache_volume,
+            "timeout_s": PRECOMPILE_TIMEOUT_S,
+        },
+    )
+    # After the precompile, so that settings it does not depend on (caps, timeouts)
+    # change a cheap layer and do not compile again.
+    .env(CONFIG.environ())
+    .add_local_python_source("renderer", "spillway")
+)
+otel_secrets = [modal.Secret.from_name(CONFIG.otel_secret)] if CONFIG.otel_secret else []
 app = modal.App(CONFIG.app, image=image)
 
 
 @app.cls(
     gpu=CONFIG.gpu,
+    cpu=CONFIG.cpu,
+    memory=CONFIG.memory_mib,
     volumes={MODELS_DIR: models_volume, CACHE_DIR: cache_volume},
+    secrets=otel_secrets,
     enable_memory_snapshot=True,
     experimental_options={"enable_gpu_snapshot": True},
     min_containers=0,
@@ -228,18 +164,24 @@ app = modal.App(CONFIG.app, image=image)
     max_containers=CONFIG.max_containers,
     scaledown_window=CONFIG.scaledown_s,
     timeout=CONFIG.timeout_s,
+    startup_timeout=CONFIG.startup_timeout_s,
 )
 @modal.concurrent(max_inputs=CONFIG.concurrency)
 class Renderer:
     """Renders on this container's SGLang server, `CONFIG.concurrency` at a time."""
 
-    sglang: ClassVar[SglangLaunch] = CONFIG.launch()
-    """How a container starts SGLang."""
+    sglang: ClassVar[SglangLaunch] = SglangLaunch(
+        model_path=CONFIG.model_path, port=SGLANG_PORT, extra_args=CONFIG.sglang_args
+    )
+    """How a container starts SGLang, before the checkpoint settles its quantization
+    and context length."""
 
     _server: SglangServer
     _engine: SglangTokenEngine
     _decoder: CpuFrameDecoder
+    _executor: concurrent.futures.ThreadPoolExecutor
     _boot_task: str | None
+    _restored: bool
     _boot_seconds: float
     _restore_seconds: float
     _first_input: threading.Lock
@@ -249,14 +191,22 @@ class Renderer:
 
     @modal.enter(snap=True)
     def boot(self) -> None:
-        """Start SGLang and release its GPU memory: what Modal snapshots."""
+        """Start SGLang, warm it up, keep the kernels it compiled, and release its GPU
+        memory: what Modal snapshots."""
         started = time.monotonic()
         self._shutdown_tracing = None
-        self._server = SglangServer(self.sglang)
-        self._server.start(ready_timeout_s=CONFIG.timeout_s)
+        launch, context_length = settle(
+            self.sglang,
+            Checkpoint.read(self.sglang.model_path),
+            quantization=CONFIG.quantization,
+            context_length=CONFIG.context_length,
+        )
+        self._server = SglangServer(launch)
+        self._server.start(ready_timeout_s=CONFIG.startup_timeout_s - STARTUP_MARGIN_S)
         self._server.warm_up()
+        commit_kernel_cache()
         self._server.release_memory()
-        self._engine = SglangTokenEngine(self._server)
+        self._engine = SglangTokenEngine(self._server, context_length=context_length)
         # The production decoder is closed source and plugs in here; the CPU stand-in
         # draws the prompt and the frame index.
         self._decoder = CpuFrameDecoder()
@@ -269,31 +219,66 @@ class Renderer:
     def restore(self) -> None:
         """Take SGLang's GPU memory back, in this container or one restored from the
         snapshot (Modal gives that one a new MODAL_TASK_ID)."""
+        # Made after the snapshot, so that no render thread is in it.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=CONFIG.concurrency, thread_name_prefix="render"
+        )
         started = time.monotonic()
         self._server.resume_memory()
         self._restore_seconds = time.monotonic() - started
         self._ready_at = time.time()
-        if os.environ.get("MODAL_TASK_ID") != self._boot_task:
+        self._restored = os.environ.get("MODAL_TASK_ID") != self._boot_task
+        if self._restored:
             self._boot_seconds = 0.0
         # Only in a Modal container: a local run (tests) keeps its host's tracer provider.
         if not modal.is_local():
             self._shutdown_tracing = setup_tracing(SERVICE_NAME)
 
     @modal.method()
-    def render(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def render(self, request: dict[str, Any]) -> dict[str, Any]:
         """Render a `RemoteRequest` dict into a `RemoteResult` dict. Raises
         InvalidRenderRequest (not worth retrying) for a request that can never render,
-        and EngineUnavailable (worth retrying elsewhere) when SGLang is gone."""
+        and EngineUnavailable (worth retrying elsewhere) when SGLang is gone. Cancelled,
+        it stops this render at its next frame and returns once the render has let go
+        of its files."""
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        rendering = loop.run_in_executor(self._executor, self._render_traced, request, cancel)
+        try:
+            return await asyncio.shield(rendering)
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.wait([rendering])
+            raise
+
+    @modal.method()
+    def bake(self) -> dict[str, Any]:
+        """The deploy's snapshot bake: renders a tiny sample, says whether this
+        container was restored from the snapshot, and retires the container so that the
+        next call starts another (which restores the snapshot once it exists)."""
+        result = RemoteResult.from_dict(
+            self._render_traced(BAKE_REQUEST.to_dict(), threading.Event())
+        )
+        if not modal.is_local():
+            modal.experimental.stop_fetching_inputs()
+        return {
+            "container_id": result.metadata.container_id,
+            "restored": self._restored,
+            "boot_seconds": result.metadata.boot_seconds,
+            "restore_seconds": self._restore_seconds,
+            "render_seconds": result.metadata.render_seconds,
+            "bytes": result.metadata.bytes,
+        }
+
+    def _render_traced(self, request: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
         carrier = request.get("trace_context") if isinstance(request, dict) else None
         job_id = request.get("job_id") if isinstance(request, dict) else None
         with tracing.render_span(tracing.extract(carrier), str(job_id or "")) as span:
-            try:
-                return self._render(request, span)
-            except modal.exception.InputCancellation:
-                span.add_event("cancelled")
-                raise
+            return self._render(request, span, cancel)
 
-    def _render(self, request: dict[str, Any], span: Span) -> dict[str, Any]:
+    def _render(
+        self, request: dict[str, Any], span: Span, cancel: threading.Event
+    ) -> dict[str, Any]:
         spec = remote_spec(request)
         cold = self._waited_for_start(float(request.get("spawned_at") or 0.0))
         container_id = os.environ.get("MODAL_TASK_ID") or f"{socket.gethostname()}-{os.getpid()}"
@@ -304,7 +289,11 @@ class Renderer:
         try:
             with tempfile.TemporaryDirectory(prefix="render-") as tmp:
                 result = render_to_file(
-                    spec, Path(tmp) / "render.mp4", engine=self._engine, decoder=decoder
+                    spec,
+                    Path(tmp) / "render.mp4",
+                    engine=self._engine,
+                    decoder=decoder,
+                    cancel=cancel,
                 )
                 mp4 = result.path.read_bytes()
         except EngineUnavailable:
@@ -328,6 +317,7 @@ class Renderer:
     @modal.exit()
     def stop(self) -> None:
         """Stop SGLang, then send the spans not yet exported."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self._server.stop()
         if self._shutdown_tracing is not None:
             self._shutdown_tracing()
@@ -340,6 +330,15 @@ class Renderer:
         with self._first_input:
             first, self._served = not self._served, True
         return spawned_at < self._ready_at if spawned_at > 0 else first
+
+
+def commit_kernel_cache() -> None:
+    """Commits what SGLang compiled while booting (FlashInfer, Triton, Inductor, any
+    DeepGEMM kernel the precompile missed) to the cache Volume, so that a container that
+    is killed later, or one that boots without the snapshot, finds it. Modal would only
+    commit it when the container exits. Outside a Modal container there is no Volume."""
+    if not modal.is_local():
+        cache_volume.commit()
 
 
 def remote_spec(request: dict[str, Any]) -> RenderSpec:

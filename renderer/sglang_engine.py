@@ -2,7 +2,8 @@
 
 `SglangServer` owns that process: it launches it, waits until it is healthy, warms it
 up, releases and resumes its GPU memory around a memory snapshot, and stops it.
-`SglangTokenEngine` is the pipeline's TokenEngine on top of it.
+`SglangTokenEngine` is the pipeline's TokenEngine on top of it. How the process is
+launched is `renderer.sglang_launch`.
 
 Endpoints, payloads and flags are those of the pinned `SGLANG_VERSION`
 (`sglang/srt/entrypoints/http_server.py`, `sglang/srt/server_args.py`).
@@ -16,11 +17,9 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from types import TracebackType
 from typing import IO, Any
 
@@ -28,16 +27,14 @@ import grpc
 import httpx
 import numpy as np
 
-from renderer.errors import RendererError, RenderFailed
+from renderer.errors import InvalidRenderRequest, RendererError, RenderFailed
 from renderer.pipeline import FrameTokens, RenderSpec
+from renderer.sglang_launch import SglangLaunch
 
 logger = logging.getLogger(__name__)
 
 SGLANG_VERSION = "0.5.9"
 ENGINE_NAME = "sglang"
-LAUNCH_COMMAND: tuple[str, ...] = (sys.executable, "-m", "sglang.launch_server")
-QUANTIZATION = "fp8"
-CONTEXT_LENGTH = 16384
 WARM_UP_TOKENS = 8
 STDERR_TAIL_LINES = 40
 HEALTH_POLL_S = 0.25
@@ -48,6 +45,9 @@ CONNECT_TIMEOUT_S = 5.0
 # How long a server that dropped a request may take to be seen exiting, and how long
 # its stderr may take to drain once it has.
 EXIT_GRACE_S = 5.0
+# SGLang answers a request it can never serve (a prompt longer than the context, bad
+# sampling parameters) with a 4xx; these two 4xx say "not now" instead.
+_RETRYABLE_4XX = frozenset({httpx.codes.REQUEST_TIMEOUT, httpx.codes.TOO_MANY_REQUESTS})
 
 
 class EngineUnavailable(RendererError):
@@ -55,38 +55,6 @@ class EngineUnavailable(RendererError):
     answering, or has its GPU memory released. Another renderer may succeed."""
 
     status_code = grpc.StatusCode.UNAVAILABLE
-
-
-@dataclass(frozen=True)
-class SglangLaunch:
-    """How to start the server. `command` replaces `python -m sglang.launch_server`,
-    so tests can start a stand-in with the same flags."""
-
-    model_path: str
-    port: int
-    host: str = "127.0.0.1"
-    command: Sequence[str] = LAUNCH_COMMAND
-    extra_args: Sequence[str] = ()
-
-    def argv(self) -> list[str]:
-        return [
-            *self.command,
-            "--model-path",
-            self.model_path,
-            "--quantization",
-            QUANTIZATION,
-            "--context-length",
-            str(CONTEXT_LENGTH),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            # The memory-occupation endpoints need the memory saver, and without a CPU
-            # copy of the weights a resume would bring them back uninitialised.
-            "--enable-memory-saver",
-            "--enable-weights-cpu-backup",
-            *self.extra_args,
-        ]
 
 
 class SglangServer:
@@ -272,6 +240,14 @@ class SglangServer:
             if process.poll() is not None:
                 raise self._exited(f"during {path}") from error
             raise EngineUnavailable(f"SGLang server did not answer {path}: {error!r}") from error
+        if (
+            path == "/generate"
+            and response.is_client_error
+            and response.status_code not in _RETRYABLE_4XX
+        ):
+            raise InvalidRenderRequest(
+                f"SGLang refused the request ({response.status_code}): {response.text[:500]}"
+            )
         if response.is_error:
             raise RenderFailed(
                 f"SGLang {path} answered {response.status_code}: {response.text[:500]}"
@@ -319,17 +295,22 @@ class SglangTokenEngine:
     model's prompt format is closed source."""
 
     def __init__(
-        self, server: SglangServer, *, tokens_per_frame: int = 1, frames_per_request: int = 24
+        self,
+        server: SglangServer,
+        *,
+        context_length: int,
+        tokens_per_frame: int = 1,
+        frames_per_request: int = 24,
     ) -> None:
         if tokens_per_frame < 1 or frames_per_request < 1:
             raise ValueError(
                 "tokens_per_frame and frames_per_request must be positive, got "
                 f"{tokens_per_frame} and {frames_per_request}"
             )
-        if tokens_per_frame * frames_per_request >= CONTEXT_LENGTH:
+        if tokens_per_frame * frames_per_request >= context_length:
             raise ValueError(
                 f"a request of {frames_per_request} frames x {tokens_per_frame} tokens "
-                f"does not fit the context length of {CONTEXT_LENGTH}"
+                f"does not fit the context length of {context_length}"
             )
         self._server = server
         self._tokens_per_frame = tokens_per_frame

@@ -71,10 +71,18 @@ MODAL_APP = "SPILLWAY_MODAL_APP"
 """Deployed Modal app holding the renderer. Default spillway-renderer."""
 MODAL_CLASS = "SPILLWAY_MODAL_CLASS"
 """Renderer class in that app. Default Renderer."""
+MODAL_ENVIRONMENT = "SPILLWAY_MODAL_ENVIRONMENT"
+"""Modal environment the renderer is deployed in (`tools/modal_deploy.py --env`):
+`dev` or `prod` by the runbook. Default prod."""
+MODAL_RENDER_TIMEOUT_S = "SPILLWAY_MODAL_RENDER_TIMEOUT_S"
+"""How long the scheduler waits for one Modal call before it cancels it and retries the
+job (charged): a container's start and a render, so at least the app's
+SPILLWAY_MODAL_STARTUP_TIMEOUT_S plus SPILLWAY_MODAL_TIMEOUT_S. Default 3600."""
 AUTOSCALE_INTERVAL_S = "SPILLWAY_AUTOSCALE_INTERVAL_S"
 """How often the autoscaler-lease holder re-applies the fleet's settings. Default 15."""
 
 _WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})=(\d+)$")
+_MODAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class SpillKind(StrEnum):
@@ -90,16 +98,23 @@ class SpillConfig:
     burst_fps: int
     modal_app: str
     modal_class: str
+    modal_environment: str
+    modal_render_timeout_s: float
     autoscale_interval_s: float
 
 
 def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
+    kind = get(env, SPILL_POOL, "none", SpillKind)
+    if kind is SpillKind.MODAL:
+        get(env, SPILL_SCALEDOWN_S, "300", _modal_scaledown)
     return SpillConfig(
-        kind=get(env, SPILL_POOL, "none", SpillKind),
+        kind=kind,
         burst_cold_start_s=get(env, BURST_COLD_START_S, "2", float_at_least(0)),
         burst_fps=get(env, BURST_FPS, "24", int_at_least(1)),
         modal_app=get(env, MODAL_APP, "spillway-renderer", _nonempty),
         modal_class=get(env, MODAL_CLASS, "Renderer", _nonempty),
+        modal_environment=get(env, MODAL_ENVIRONMENT, "prod", _modal_name),
+        modal_render_timeout_s=get(env, MODAL_RENDER_TIMEOUT_S, "3600", float_at_least(1)),
         autoscale_interval_s=get(env, AUTOSCALE_INTERVAL_S, "15", float_at_least(0.1)),
     )
 
@@ -147,6 +162,23 @@ def _nonempty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
     return raw.strip()
+
+
+def _modal_scaledown(raw: str) -> int:
+    """Modal refuses any other scaledown window: every autoscaler update would fail."""
+    from scheduler.pools.modal import SCALEDOWN_WINDOW_S
+
+    low, high = SCALEDOWN_WINDOW_S
+    value = int(raw)
+    if not low <= value <= high:
+        raise ValueError(f"the Modal pool takes a scaledown window of {low} to {high} s")
+    return value
+
+
+def _modal_name(raw: str) -> str:
+    if not _MODAL_NAME.fullmatch(raw):
+        raise ValueError("must be 1-64 letters, digits, '.', '-' or '_'")
+    return raw
 
 
 def _windows(raw: str) -> tuple[PrewarmWindow, ...]:

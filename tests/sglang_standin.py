@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help="refuse, as SGLang does, a generate whose prompt and new tokens exceed it",
+    )
+    parser.add_argument(
         "--standin-boot-s",
         type=float,
         default=0.0,
@@ -139,6 +145,20 @@ def handler(state: State) -> type[BaseHTTPRequestHandler]:
             if not isinstance(text, str) or not isinstance(count, int) or count < 0:
                 self.reply(
                     HTTPStatus.BAD_REQUEST, {"error": {"message": "text and max_new_tokens"}}
+                )
+                return
+            # One token a word: a stand-in tokenizer.
+            total = len(text.split()) + count
+            if state.args.context_length is not None and total > state.args.context_length:
+                self.reply(
+                    HTTPStatus.BAD_REQUEST,
+                    {
+                        "error": {
+                            "message": "Requested token count exceeds the model's maximum "
+                            f"context length of {state.args.context_length} tokens. You "
+                            f"requested a total of {total} tokens."
+                        }
+                    },
                 )
                 return
             with state.lock:

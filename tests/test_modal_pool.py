@@ -1,5 +1,6 @@
 """The Modal pool against a fake Modal SDK (tests/fake_modal.py) that renders for real
-with the CPU renderer, faked only at the SDK's boundary."""
+with the CPU renderer, faked only at the SDK's boundary. Tests of the fake's own
+behaviour name the modal 1.6.4 source they mirror; beside each, the pool's answer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import modal.exception
 import pytest
 
 from renderer.probe import probe_mp4
+from renderer.remote import RemoteRequest, RemoteResult
+from scheduler.config import ConfigError, SchedulerConfig
 from scheduler.jobs import Job, JobSpec, Status, new_job_id
 from scheduler.policy.model import Autoscale
 from scheduler.pools.base import PoolStats, Rendered, RenderError, Superseded
@@ -57,8 +60,13 @@ class Clock:
 
 @pytest.fixture
 def fake() -> Iterator[FakeModal]:
-    with FakeModal(boot_s=0.05, restore_s=0.02) as fake:
+    with FakeModal(boot_s=0.05, restore_s=0.02, concurrency=2) as fake:
         yield fake
+
+
+def cancelled(fake: FakeModal) -> list[str]:
+    """The ids of the calls cancelled, in order."""
+    return [call_id for call_id, _ in fake.cancels]
 
 
 def make_pool(
@@ -173,7 +181,7 @@ async def test_a_new_pool_resumes_a_call_by_id_without_spawning_again(
     with pytest.raises(asyncio.CancelledError):
         await running
     await first.close()
-    assert fake.cancels == []
+    assert cancelled(fake) == []
 
     fake.release()
     restarted = make_pool(fake, tmp_path)
@@ -185,8 +193,9 @@ async def test_a_new_pool_resumes_a_call_by_id_without_spawning_again(
 
 
 async def test_cancel_stops_the_remote_call(fake: FakeModal, tmp_path: Path) -> None:
-    """`cancel` stops the job's call at Modal, so whoever still waits on it is told it
-    was cancelled (a retryable failure, not a result)."""
+    """`cancel` stops the job's call at Modal, so whoever still waits on it gets the
+    RemoteError Modal reports for a cancelled input (a retryable failure, not a
+    result)."""
     fake.hold()
     pool = make_pool(fake, tmp_path)
     hooks = Hooks(fake)
@@ -225,7 +234,7 @@ async def test_a_call_whose_job_moved_on_is_cancelled(fake: FakeModal, tmp_path:
         await render(pool, make_job(), hooks)
     await pool.close()  # the cancel goes on in the background
 
-    assert fake.cancels == hooks.recorded
+    assert cancelled(fake) == hooks.recorded
     assert fake.calls[hooks.recorded[0]].cancelled
 
 
@@ -241,7 +250,7 @@ async def test_progress_refused_stops_the_wait_but_not_the_call(
     with pytest.raises(Superseded):
         await render(pool, make_job(), hooks)
 
-    assert fake.cancels == []
+    assert cancelled(fake) == []
     assert not fake.calls[hooks.recorded[0]].future.done()
 
 
@@ -266,7 +275,7 @@ async def test_a_cancel_during_the_spawn_cancels_the_unrecorded_call(
     await pool.close()
 
     assert hooks.recorded == []
-    assert [c.call_id for c in fake.spawned] == fake.cancels
+    assert [c.call_id for c in fake.spawned] == cancelled(fake)
 
 
 async def test_modal_full_holds_the_job_without_charging(fake: FakeModal, tmp_path: Path) -> None:
@@ -369,8 +378,8 @@ async def test_resuming_an_unknown_call_is_retried(fake: FakeModal, tmp_path: Pa
 
 
 async def test_a_call_cancelled_elsewhere_is_retried(fake: FakeModal, tmp_path: Path) -> None:
-    """A call cancelled by someone else (InputCancellation) gives the job back,
-    retryable."""
+    """A call cancelled by someone else (a RemoteError to the waiter, like a crash) gives
+    the job back, retryable."""
     fake.hold()
     pool = make_pool(fake, tmp_path)
     hooks = Hooks(fake)
@@ -387,13 +396,14 @@ async def test_a_call_cancelled_elsewhere_is_retried(fake: FakeModal, tmp_path: 
 async def test_invalid_input_fails_for_good_with_the_renderers_message(
     fake: FakeModal, tmp_path: Path
 ) -> None:
-    """The renderer's own InvalidRenderRequest, raised remotely, fails the job without
-    retry and carries the renderer's message."""
+    """The renderer's own InvalidRenderRequest, raised remotely (a bad request, or a
+    prompt SGLang refuses with a 4xx), fails the job without retry and without charging
+    an attempt, and carries the renderer's message."""
     pool = make_pool(fake, tmp_path)
 
     error = await render_error(pool, make_job(prompt="   "), Hooks(fake))
 
-    assert not error.retryable
+    assert (error.retryable, error.charge_attempt) == (False, False)
     assert str(error) == "invalid render request: prompt must not be empty"
 
 
@@ -442,7 +452,7 @@ async def test_a_render_past_the_timeout_is_cancelled_and_retried(
     await pool.close()  # the cancel goes on in the background
 
     assert (error.retryable, error.charge_attempt) == (True, True)
-    assert fake.cancels == hooks.recorded
+    assert cancelled(fake) == hooks.recorded
     assert fake.calls[hooks.recorded[0]].cancelled
     assert hooks.percents and hooks.percents == sorted(hooks.percents)
     assert max(hooks.percents) <= 90
@@ -475,12 +485,14 @@ async def test_a_render_cancelled_while_waiting_leaves_the_call_and_no_file(
     with pytest.raises(asyncio.CancelledError):
         await waiting
 
-    assert fake.cancels == [] and not fake.calls[hooks.recorded[0]].cancelled
+    assert cancelled(fake) == [] and not fake.calls[hooks.recorded[0]].cancelled
     assert leftovers(tmp_path) == []
 
 
-async def test_set_autoscaler_sends_the_settings(fake: FakeModal, tmp_path: Path) -> None:
-    """The policy's autoscaler settings reach Modal's update_autoscaler as they are."""
+async def test_set_autoscaler_uses_the_current_api(fake: FakeModal, tmp_path: Path) -> None:
+    """The policy's autoscaler settings reach Modal through `Function.autoscaler.update`
+    (modal 1.6.4, `_functions.py`, `_FunctionAutoscalerManager.update`), every field
+    given, so that none keeps what a deploy reset it to."""
     pool = make_pool(fake, tmp_path)
 
     await pool.set_autoscaler(
@@ -488,21 +500,126 @@ async def test_set_autoscaler_sends_the_settings(fake: FakeModal, tmp_path: Path
     )
 
     assert fake.autoscaler_updates == [
-        {"min_containers": 2, "max_containers": 8, "buffer_containers": 1, "scaledown_window": 300}
+        {
+            "api": "autoscaler.update",
+            "min_containers": 2,
+            "max_containers": 8,
+            "buffer_containers": 1,
+            "scaledown_window": 300,
+        }
     ]
 
 
-async def test_set_autoscaler_never_sends_an_uncapped_fleet(
-    fake: FakeModal, tmp_path: Path
-) -> None:
-    """Settings with max_containers 0 (which Modal reads as no limit) are not sent."""
-    pool = make_pool(fake, tmp_path)
+async def test_set_autoscaler_falls_back_to_the_deprecated_api(tmp_path: Path) -> None:
+    """On an SDK without `Function.autoscaler`, the settings go through the deprecated
+    `Obj.update_autoscaler`, which warns as modal 1.6.4's does (`_functions.py`,
+    `_Function.update_autoscaler`, `deprecation_warning`)."""
+    with FakeModal(autoscaler_api="deprecated") as fake:
+        pool = make_pool(fake, tmp_path)
 
-    await pool.set_autoscaler(
-        Autoscale(min_containers=0, buffer_containers=0, max_containers=0, scaledown_window_s=60)
-    )
+        with pytest.warns(modal.exception.DeprecationError, match="autoscaler.update"):
+            await pool.set_autoscaler(
+                Autoscale(
+                    min_containers=1, buffer_containers=0, max_containers=4, scaledown_window_s=60
+                )
+            )
+
+    assert [u["api"] for u in fake.autoscaler_updates] == ["update_autoscaler"]
+    assert fake.max_containers == 4 and fake.min_containers == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"scaledown_window": 1}, "`scaledown_window` must be between 2 and 3600"),
+        ({"scaledown_window": 3601}, "`scaledown_window` must be between 2 and 3600"),
+        # -1 is the SDK's "leave as it is", so -2: a -1 would be silently ignored.
+        ({"min_containers": -2}, "`min_containers` must be a nonnegative integer"),
+        ({"buffer_containers": -2}, "`buffer_containers` must be a nonnegative integer"),
+        ({"max_containers": 0}, "`max_containers` must be a postive integer"),
+    ],
+)
+async def test_the_fake_validates_autoscaler_ranges_as_modal_does(
+    fake: FakeModal, settings: dict[str, int], message: str
+) -> None:
+    """The fake refuses what `_FunctionAutoscalerManager.update` (modal 1.6.4,
+    `_functions.py`) refuses, with its InvalidError messages, and applies nothing."""
+    with pytest.raises(modal.exception.InvalidError, match=message):
+        await renderer(fake).render.autoscaler.update.aio(**settings)
 
     assert fake.autoscaler_updates == []
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Autoscale(min_containers=0, buffer_containers=0, max_containers=0, scaledown_window_s=60),
+        Autoscale(min_containers=0, buffer_containers=0, max_containers=4, scaledown_window_s=1),
+        Autoscale(min_containers=0, buffer_containers=0, max_containers=4, scaledown_window_s=0),
+    ],
+    ids=["uncapped", "scaledown-1", "scaledown-0"],
+)
+async def test_set_autoscaler_never_sends_what_modal_refuses(
+    fake: FakeModal, tmp_path: Path, settings: Autoscale, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Settings Modal would refuse (a scaledown window outside 2-3600 s) or read as "no
+    limit" (max_containers 0) are logged as an error and not sent."""
+    pool = make_pool(fake, tmp_path)
+
+    await pool.set_autoscaler(settings)
+
+    assert fake.autoscaler_updates == []
+    assert "not sending Modal autoscaler settings" in caplog.text
+    assert pool.available
+
+
+@pytest.mark.parametrize("scaledown", ["0", "1", "3601"])
+def test_a_scaledown_modal_refuses_stops_startup(scaledown: str) -> None:
+    """With the Modal pool, a SPILLWAY_SPILL_SCALEDOWN_S outside what Modal accepts stops
+    the scheduler at startup with the variable and value named, instead of failing every
+    autoscaler update; the burst pool keeps its own range."""
+    env = {"SPILLWAY_API_KEYS": "sk-test-key=acme", "SPILLWAY_SPILL_SCALEDOWN_S": scaledown}
+
+    with pytest.raises(ConfigError, match=rf"SPILLWAY_SPILL_SCALEDOWN_S='{scaledown}'.*2 to 3600"):
+        SchedulerConfig.from_env({**env, "SPILLWAY_SPILL_POOL": "modal"})
+    assert SchedulerConfig.from_env({**env, "SPILLWAY_SPILL_POOL": "burst"}).spill.kind == "burst"
+
+
+def test_the_modal_render_timeout_is_its_own_and_sized_for_a_first_boot() -> None:
+    """The Modal pool waits SPILLWAY_MODAL_RENDER_TIMEOUT_S, by default an hour (a start
+    and a render), not the in-house render timeout; it looks the class up in
+    SPILLWAY_MODAL_ENVIRONMENT, `prod` by default."""
+    env = {"SPILLWAY_API_KEYS": "sk-test-key=acme", "SPILLWAY_SPILL_POOL": "modal"}
+
+    default = SchedulerConfig.from_env(env)
+    chosen = SchedulerConfig.from_env(
+        {
+            **env,
+            "SPILLWAY_MODAL_RENDER_TIMEOUT_S": "5400",
+            "SPILLWAY_MODAL_ENVIRONMENT": "dev",
+        }
+    )
+
+    assert (default.spill.modal_render_timeout_s, default.render_timeout_s) == (3600, 900)
+    assert (chosen.spill.modal_render_timeout_s, chosen.spill.modal_environment) == (5400, "dev")
+    assert default.spill.modal_environment == "prod"
+    with pytest.raises(ConfigError, match="SPILLWAY_MODAL_ENVIRONMENT='a b'"):
+        SchedulerConfig.from_env({**env, "SPILLWAY_MODAL_ENVIRONMENT": "a b"})
+
+
+async def test_the_class_is_looked_up_in_the_configured_environment(tmp_path: Path) -> None:
+    """The pool looks the class up in its Modal environment: the app deployed in `dev`
+    renders for a pool configured for `dev`, and a pool configured for `prod` finds no
+    app there and stops spilling for the backoff."""
+    with FakeModal(environment="dev") as fake:
+        dev = make_pool(fake, tmp_path, environment="dev")
+        prod = make_pool(fake, tmp_path, environment="prod")
+
+        assert_valid_mp4(await render(dev, make_job(), Hooks(fake)))
+        error = await render_error(prod, make_job(), Hooks(fake))
+
+    assert "'prod' environment" in str(error) and not prod.available
+    assert dev.available
 
 
 async def test_set_autoscaler_on_an_undeployed_app_is_logged(
@@ -529,11 +646,18 @@ async def test_stats_are_cached_for_the_ttl(fake: FakeModal, tmp_path: Path) -> 
         Autoscale(min_containers=3, buffer_containers=0, max_containers=8, scaledown_window_s=60)
     )
 
-    assert await pool.refresh_stats() == PoolStats(containers=3, ready_slots=6)
+    async def booted() -> None:
+        assert await pool.refresh_stats() == PoolStats(containers=3, ready_slots=6)
+
+    await assert_eventually(booted)
+    asked = fake.stats_requests
     clock.now += 4.9
     assert await pool.stats() == PoolStats(containers=3, ready_slots=6)
-    assert fake.stats_requests == 1
+    assert fake.stats_requests == asked
 
+    await pool.set_autoscaler(
+        Autoscale(min_containers=0, buffer_containers=0, max_containers=8, scaledown_window_s=60)
+    )
     fake.scale_to_zero()
     clock.now += 0.1
     assert await pool.stats() == PoolStats(containers=3, ready_slots=6)
@@ -542,13 +666,199 @@ async def test_stats_are_cached_for_the_ttl(fake: FakeModal, tmp_path: Path) -> 
         assert await pool.stats() == PoolStats(containers=0, ready_slots=0)
 
     await assert_eventually(refreshed)
-    assert fake.stats_requests == 2
+    assert fake.stats_requests == asked + 1
 
     fake.fail_stats(modal.exception.ServiceError("UNAVAILABLE"))
     clock.now += 5.0
     assert await pool.refresh_stats() == PoolStats(containers=0, ready_slots=0)
-    assert fake.stats_requests == 3
+    assert fake.stats_requests == asked + 2
     await pool.close()
+
+
+# The fake behaves as Modal does, and the pool copes
+
+
+def spawn_request(prompt: str = "a lighthouse at dusk") -> dict[str, Any]:
+    return RemoteRequest(
+        job_id=new_job_id(), prompt=prompt, model="cpu", seconds=1, width=64, height=48
+    ).to_dict()
+
+
+def renderer(fake: FakeModal) -> Any:
+    """What the pool gets from `modal.Cls.from_name(...)()`."""
+    return fake.Cls.from_name("spillway-renderer", "Renderer")()
+
+
+async def spawn(fake: FakeModal, prompt: str = "a lighthouse at dusk") -> Any:
+    return await renderer(fake).render.spawn.aio(spawn_request(prompt))
+
+
+async def test_get_on_a_cancelled_call_raises_remote_error(fake: FakeModal) -> None:
+    """Waiting on a cancelled call raises modal.exception.RemoteError, not
+    InputCancellation: the container reports a cancelled input as
+    GENERIC_STATUS_TERMINATED without data (modal 1.6.4,
+    `_runtime/container_io_manager.py`, `output_items_cancellation`), which
+    `_utils/function_utils.py`, `_process_result`, raises as RemoteError."""
+    fake.hold()
+    call = await spawn(fake)
+    await call.cancel.aio()
+
+    with pytest.raises(modal.exception.RemoteError):
+        await call.get.aio(timeout=5)
+
+
+async def test_a_finished_call_keeps_its_result_after_cancel(
+    fake: FakeModal, tmp_path: Path
+) -> None:
+    """Cancelling a call that has finished changes nothing: `get` still returns its
+    result (modal 1.6.4, `_functions.py`, `_FunctionCall.cancel` cancels inputs, and a
+    finished one has no input left to cancel). So a job cancelled just as its render
+    finished can still be resumed by id by the pool."""
+    call = await spawn(fake)
+    first = RemoteResult.from_dict(await call.get.aio(timeout=30))
+    pool = make_pool(fake, tmp_path)
+
+    await pool.cancel(make_job(), call.object_id)
+    rendered = await render(pool, make_job(call_id=call.object_id), Hooks(fake))
+
+    assert rendered.info.sha256 == first.metadata.sha256
+    assert cancelled(fake) == [call.object_id]
+
+
+async def test_inputs_past_max_containers_wait_in_a_pending_queue(tmp_path: Path) -> None:
+    """Past `max_containers`, inputs are not refused but wait for a slot, counted in
+    `backlog`; they run as slots free, on the containers already up (modal 1.6.4
+    `_functions.py`, `_Function.get_current_stats`; `max_containers` is the cap
+    `_App.cls` documents). The pool reads no ready slot free while inputs wait."""
+    with FakeModal(max_containers=1, concurrency=1) as fake:
+        pool = make_pool(fake, tmp_path, concurrency=1)
+        fake.hold()
+        first, second = await spawn(fake, "first"), await spawn(fake, "second")
+
+        async def one_runs_one_waits() -> None:
+            stats = await renderer(fake).render.get_current_stats.aio()
+            assert (stats.num_total_runners, stats.num_running_inputs) == (1, 1)
+            assert stats.backlog == 1
+
+        await assert_eventually(one_runs_one_waits)
+        assert await pool.refresh_stats() == PoolStats(containers=1, ready_slots=1)
+        fake.release()
+        results = [RemoteResult.from_dict(await c.get.aio(timeout=30)) for c in (first, second)]
+
+    assert {r.metadata.container_id for r in results} == set(fake.containers())
+    assert [r.metadata.cold_start for r in results] == [True, False]
+
+
+async def test_stats_count_booting_and_buffer_containers_but_not_as_ready(
+    tmp_path: Path,
+) -> None:
+    """Modal counts booting and buffer containers in `num_total_runners` (modal 1.6.4,
+    `_functions.py`, `_Function.get_current_stats`: `num_total_tasks`): while the first
+    input waits for its container's boot beside a buffer container, the pool reports
+    two containers and no ready slot; once both have booted, their slots are ready."""
+    with FakeModal(buffer_containers=1, boot_s=0.3, concurrency=2) as fake:
+        pool = make_pool(fake, tmp_path, concurrency=2)
+        fake.hold()
+        await spawn(fake)
+
+        async def booting() -> None:
+            assert await pool.refresh_stats() == PoolStats(containers=2, ready_slots=0)
+
+        async def booted() -> None:
+            assert await pool.refresh_stats() == PoolStats(containers=2, ready_slots=4)
+
+        await assert_eventually(booting)
+        await assert_eventually(booted)
+        fake.release()
+
+
+async def test_a_connection_failure_surfaces_late_and_the_pool_does_not_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    """Modal's client raises ConnectionError only after its retries (about a minute;
+    modal 1.6.4 `_utils/grpc_utils.py`, `retry_transient_errors`), which the fake delays
+    by `connection_delay_s`. The pool gives up on a spawn after `call_timeout_s`,
+    uncharged, and stops spilling at once, while the spawn is still in flight."""
+    with FakeModal(outage=True, connection_delay_s=0.5) as fake:
+        pool = make_pool(fake, tmp_path, call_timeout_s=0.1)
+
+        error = await render_error(pool, make_job(), Hooks(fake))
+
+        assert (error.retryable, error.charge_attempt) == (True, False)
+        assert "did not answer a spawn within 0.1 s" in str(error)
+        assert not pool.available and fake.spawns_in_flight == 1
+        await pool.close()
+
+
+async def test_an_outage_seen_while_waiting_makes_the_pool_unavailable(
+    fake: FakeModal, tmp_path: Path
+) -> None:
+    """When Modal stops answering while a render is waited on, the wait that hangs past
+    its window makes the pool unavailable, so the policy stops spilling; once Modal is
+    back, the MP4 arrives from the same, single call."""
+    fake.hold()
+    fake.connection_delay_s = 30.0
+    pool = make_pool(fake, tmp_path, poll_interval_s=0.05, get_grace_s=0.05)
+    hooks = Hooks(fake)
+    waiting = asyncio.create_task(render(pool, make_job(), hooks))
+    await hooks.call_recorded.wait()
+    fake.outage = True
+
+    async def unavailable() -> None:
+        assert not pool.available
+
+    await assert_eventually(unavailable)
+    fake.outage = False
+    fake.release()
+
+    assert_valid_mp4(await waiting)
+    assert len(fake.spawned) == 1
+
+
+async def test_terminating_a_container_reschedules_its_other_inputs(fake: FakeModal) -> None:
+    """`cancel(terminate_containers=True)` stops the container too, and Modal reruns the
+    other inputs it was running elsewhere (modal 1.6.4, `_functions.py`,
+    `_FunctionCall.cancel`): the other input is rendered twice."""
+    fake.hold()
+    doomed, other = await spawn(fake, "doomed"), await spawn(fake, "other")
+
+    async def both_running() -> None:
+        assert all(fake.calls[c.object_id].state == "running" for c in (doomed, other))
+
+    await assert_eventually(both_running)
+    first_container = fake.calls[other.object_id].container_id
+    await doomed.cancel.aio(terminate_containers=True)
+    fake.release()
+    result = RemoteResult.from_dict(await other.get.aio(timeout=30))
+
+    assert fake.calls[other.object_id].runs == 2
+    assert result.metadata.container_id != first_container
+
+
+@pytest.mark.parametrize(("concurrency", "terminates"), [(1, True), (2, False)])
+async def test_cancel_terminates_a_container_only_when_it_runs_one_input(
+    tmp_path: Path, concurrency: int, terminates: bool
+) -> None:
+    """With one input a container, a cancel also terminates the container, so that a
+    render stuck in its engine stops holding the GPU; with more, it never does, and the
+    container's other input finishes where it runs, rendered once."""
+    with FakeModal(concurrency=concurrency) as fake:
+        pool = make_pool(fake, tmp_path, concurrency=concurrency)
+        fake.hold()
+        hooks = Hooks(fake)
+        job = make_job()
+        waiting = asyncio.create_task(render(pool, job, hooks))
+        await hooks.call_recorded.wait()
+        neighbour = await spawn(fake, "neighbour")
+
+        await pool.cancel(job, hooks.recorded[0])
+        with pytest.raises(RenderError):
+            await waiting
+        fake.release()
+        await neighbour.get.aio(timeout=30)
+
+    assert fake.cancels == [(hooks.recorded[0], terminates)]
+    assert fake.calls[neighbour.object_id].runs == 1
 
 
 def test_config_rejects_bad_values_naming_the_field() -> None:

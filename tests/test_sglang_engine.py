@@ -17,19 +17,15 @@ import httpx
 import numpy as np
 import pytest
 
+from renderer.errors import InvalidRenderRequest
 from renderer.pipeline import RenderSpec
-from renderer.sglang_engine import (
-    CONTEXT_LENGTH,
-    QUANTIZATION,
-    EngineUnavailable,
-    SglangLaunch,
-    SglangServer,
-    SglangTokenEngine,
-)
+from renderer.sglang_engine import EngineUnavailable, SglangServer, SglangTokenEngine
+from renderer.sglang_launch import SglangLaunch
 from tests.conftest import free_port
 
 STANDIN_COMMAND = (sys.executable, str(Path(__file__).with_name("sglang_standin.py")))
 READY_TIMEOUT_S = 20.0
+CONTEXT_LENGTH = 4096
 
 StartServer = Callable[..., SglangServer]
 
@@ -80,6 +76,8 @@ def start_server() -> Iterator[StartServer]:
             model_path="/models/video-1",
             port=free_port(),
             command=STANDIN_COMMAND,
+            quantization="fp8",
+            context_length=CONTEXT_LENGTH,
             extra_args=knobs,
         )
         server = SglangServer(launch, request_timeout_s=10.0, stop_grace_s=stop_grace_s)
@@ -102,8 +100,9 @@ def test_start_returns_once_health_answers(start_server: StartServer) -> None:
 
 
 def test_launch_passes_sglang_flags(start_server: StartServer) -> None:
-    """The server is launched with the model path, FP8, the context length, loopback
-    and the memory-saver flags the snapshot lifecycle needs, then any extra args."""
+    """The server is launched with the model path, the quantization and context length
+    it was given, loopback and the memory-saver flags the snapshot lifecycle needs, then
+    any extra args."""
     server = start_server("--standin-boot-s", "0")
 
     argv = server_info(server)["argv"]
@@ -112,7 +111,7 @@ def test_launch_passes_sglang_flags(start_server: StartServer) -> None:
         "--model-path",
         "/models/video-1",
         "--quantization",
-        QUANTIZATION,
+        "fp8",
         "--context-length",
         str(CONTEXT_LENGTH),
     ]
@@ -169,7 +168,9 @@ def test_engine_yields_each_frame_in_order(start_server: StartServer) -> None:
     """The token engine yields one item per frame, in order, each with tokens_per_frame
     ids, asking the server once per batch of frames."""
     server = start_server()
-    engine = SglangTokenEngine(server, tokens_per_frame=3, frames_per_request=4)
+    engine = SglangTokenEngine(
+        server, context_length=CONTEXT_LENGTH, tokens_per_frame=3, frames_per_request=4
+    )
 
     tokens = list(engine.tokens(spec(seconds=2, fps=5)))
 
@@ -185,7 +186,30 @@ def test_engine_rejects_batches_beyond_the_context_length(start_server: StartSer
     server = start_server(ready=False)
 
     with pytest.raises(ValueError, match="context length"):
-        SglangTokenEngine(server, tokens_per_frame=CONTEXT_LENGTH, frames_per_request=1)
+        SglangTokenEngine(server, context_length=CONTEXT_LENGTH, tokens_per_frame=CONTEXT_LENGTH)
+
+
+def test_a_prompt_over_the_context_is_an_invalid_request(start_server: StartServer) -> None:
+    """A generate SGLang refuses with a 4xx (the prompt and its frames are longer than
+    the context) raises InvalidRenderRequest with SGLang's reason: no retry can help,
+    and the server keeps serving."""
+    server = start_server()
+    engine = SglangTokenEngine(server, context_length=CONTEXT_LENGTH, frames_per_request=5)
+    long = RenderSpec(
+        job_id="job-1",
+        prompt="word " * CONTEXT_LENGTH,
+        model="video-1",
+        seconds=1,
+        width=64,
+        height=48,
+        fps=5,
+    )
+
+    with pytest.raises(InvalidRenderRequest, match="maximum context length of 4096") as raised:
+        list(engine.tokens(long))
+
+    assert raised.value.status_code is grpc.StatusCode.INVALID_ARGUMENT
+    assert len(server.generate_tokens("a prompt", 2)) == 2
 
 
 def test_server_exiting_while_booting_is_reported(start_server: StartServer) -> None:
@@ -217,7 +241,7 @@ def test_server_dying_mid_render_is_a_retryable_error(start_server: StartServer)
         "--standin-die-after", "1", "--standin-exit-code", "7", "--standin-children", "1"
     )
     child = server_info(server)["children"][0]
-    engine = SglangTokenEngine(server, frames_per_request=5)
+    engine = SglangTokenEngine(server, context_length=CONTEXT_LENGTH, frames_per_request=5)
     frames = engine.tokens(spec(seconds=2, fps=5))
     assert next(frames).index == 0
 

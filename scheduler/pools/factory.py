@@ -18,8 +18,9 @@ def build_spill_pool(cfg: SchedulerConfig, tmp_dir: Path | None) -> Pool | None:
             ModalPoolConfig(
                 app_name=spill.modal_app,
                 class_name=spill.modal_class,
+                environment=spill.modal_environment,
                 concurrency=policy.concurrency,
-                render_timeout_s=cfg.render_timeout_s,
+                render_timeout_s=spill.modal_render_timeout_s,
                 tmp_dir=tmp_dir,
                 expected_render_s=policy.modal_render_ms / 1000,
             )

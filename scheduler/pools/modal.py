@@ -3,12 +3,14 @@ FunctionCall id from any replica.
 
 Only the `modal` SDK's async (`.aio`) calls are used, through the narrow surface that
 `ModalSdk` describes; tests pass a fake with that surface. Credentials are the SDK's own
-(`MODAL_TOKEN_ID` / `MODAL_TOKEN_SECRET` in the environment).
+(`MODAL_TOKEN_ID` / `MODAL_TOKEN_SECRET` in the environment); the class is looked up in
+one Modal environment (`dev`, `prod`).
 
 Every failure ends in one decision (`RenderError.retryable`, `charge_attempt`), or in
 waiting on the same call. The rule behind the table: an attempt is charged when the
 input may have run and left no result; Modal turning the input away before it ran is not
-charged; no failure on the result side ever spawns a second call for the same attempt.
+charged, nor is an input that can never render; no failure on the result side ever
+spawns a second call for the same attempt.
 
 where   the SDK reports                                outcome
 ------  ---------------------------------------------  ------------------------------------
@@ -17,30 +19,41 @@ spawn   ResourceExhaustedError (Modal is full)         retryable, not charged (h
 spawn   AuthError, PermissionDeniedError,              retryable, not charged, and
         NotFoundError (app not deployed),              `available` is False for
         ConnectionError, ServiceError, InternalError,  `unavailable_backoff_s`, so the
-        TimeoutError (the client's retries spent)      policy stops spilling (so do these
-                                                       from `stats`, `set_autoscaler`)
+        TimeoutError (the client's retries spent),     policy stops spilling (so do these
+        or no answer within `call_timeout_s`           from `stats`, `set_autoscaler`)
 spawn   any other modal.exception.Error                retryable, charged
-wait    the renderer's InvalidRenderRequest            NOT retryable, the renderer's message
+wait    the renderer's InvalidRenderRequest (a bad     NOT retryable, not charged, the
+        request, or SGLang's 4xx: prompt too long)     renderer's message
 wait    the renderer's RendererBusy                    retryable, not charged
 wait    FunctionTimeoutError                           retryable, charged (fresh container)
 wait    OutputExpiredError (the result is gone)        retryable, charged
 wait    NotFoundError (no such call)                   retryable, charged
-wait    InputCancellation (not cancelled by us)        retryable, charged
-wait    RemoteError, InternalFailure, ExecutionError,  retryable, charged (a crash)
-        any other exception raised remotely
+wait    RemoteError (a crash, or a call cancelled by   retryable, charged
+        anyone: modal 1.6.4 reports a cancelled
+        input as a RemoteError), InternalFailure,
+        ExecutionError, any other remote exception
 wait    builtin TimeoutError (get's window passed)     keep waiting on the same call
 wait    ConnectionError, ServiceError, InternalError,  keep waiting on the same call, with
         AuthError, PermissionDeniedError,              backoff; never a second spawn (the
-        ResourceExhaustedError, TimeoutError           spawn-row ones also make the pool
+        ResourceExhaustedError, TimeoutError, or no    spawn-row ones, and a wait that
+        answer within the window and `get_grace_s`    never answered, also make the pool
                                                        unavailable for a while)
 wait    `render_timeout_s` passes                      call cancelled; retryable, charged
 result  malformed, or bytes/sha256 differ from         retryable, charged
         the metadata
 
+Modal's client keeps retrying a connection for about a minute before it raises
+ConnectionError, so an outage shows first as calls that do not answer: a spawn, stats
+or autoscaler call that takes longer than `call_timeout_s`, or a wait that hangs past
+its window, counts as Modal unreachable at once.
+
 Cancellation: `asyncio.CancelledError` always propagates. A cancelled `render` leaves a
 recorded call running (the dispatcher decides: another replica adopts it on shutdown,
 `cancel` stops it when the job is cancelled); a call spawned but not yet recorded is
-cancelled, since nobody could adopt it. No cancel leaks a temporary file.
+cancelled, since nobody could adopt it. No cancel leaks a temporary file. A cancel never
+terminates a container that takes more than one input at once (`terminate_containers`
+would reschedule its other inputs, each a render done twice); with one input a
+container, it does, so that a render stuck in its engine stops holding the GPU.
 """
 
 from __future__ import annotations
@@ -53,7 +66,7 @@ import logging
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -81,6 +94,8 @@ T = TypeVar("T")
 
 _CLOSE_GRACE_S = 10.0
 """How long `close` waits for cancels of orphaned calls to reach Modal."""
+SCALEDOWN_WINDOW_S = (2, 3600)
+"""The scaledown windows Modal accepts (modal 1.6.4, `_FunctionAutoscalerManager.update`)."""
 
 
 # The SDK surface this pool uses: the real `modal` module has it, and so has the fake.
@@ -102,14 +117,20 @@ class _Get(Protocol):
 
 
 class _Cancel(Protocol):
-    async def aio(self) -> None: ...
+    async def aio(self, terminate_containers: bool = False) -> None: ...
 
 
 class CurrentStats(Protocol):
     """`modal.types.FunctionCurrentStats`."""
 
     @property
+    def backlog(self) -> int: ...
+    @property
     def num_total_runners(self) -> int: ...
+    @property
+    def num_running_inputs(self) -> int: ...
+    @property
+    def input_headroom(self) -> int: ...
 
 
 class _Spawn(Protocol):
@@ -118,15 +139,6 @@ class _Spawn(Protocol):
 
 class _GetCurrentStats(Protocol):
     async def aio(self) -> CurrentStats: ...
-
-
-class RenderMethod(Protocol):
-    """`Renderer().render`, a `modal.Function`."""
-
-    @property
-    def spawn(self) -> _Spawn: ...
-    @property
-    def get_current_stats(self) -> _GetCurrentStats: ...
 
 
 class _UpdateAutoscaler(Protocol):
@@ -140,8 +152,28 @@ class _UpdateAutoscaler(Protocol):
     ) -> object: ...
 
 
+class AutoscalerManager(Protocol):
+    """`modal.Function.autoscaler`: the autoscaler API that replaces the deprecated
+    `update_autoscaler` (modal 1.6.4, `_FunctionAutoscalerManager`)."""
+
+    @property
+    def update(self) -> _UpdateAutoscaler: ...
+
+
+class RenderMethod(Protocol):
+    """`Renderer().render`, a `modal.Function`. Its `autoscaler`, which SDKs before the
+    new API lack, is read with `getattr`: a method's object id is its class's service
+    function, so it updates the class's autoscaler."""
+
+    @property
+    def spawn(self) -> _Spawn: ...
+    @property
+    def get_current_stats(self) -> _GetCurrentStats: ...
+
+
 class RendererObj(Protocol):
-    """`modal.Cls.from_name(app, "Renderer")()`, a `modal.cls.Obj`."""
+    """`modal.Cls.from_name(app, "Renderer", environment_name=env)()`, a
+    `modal.cls.Obj`."""
 
     @property
     def render(self) -> RenderMethod: ...
@@ -154,7 +186,9 @@ class ClsHandle(Protocol):
 
 
 class _ClsApi(Protocol):
-    def from_name(self, app_name: str, name: str, /) -> ClsHandle: ...
+    def from_name(
+        self, app_name: str, name: str, /, *, environment_name: str | None = None
+    ) -> ClsHandle: ...
 
 
 class _FunctionCallApi(Protocol):
@@ -184,24 +218,44 @@ def import_modal() -> ModalSdk:
     return cast(ModalSdk, module)
 
 
+def autoscale_problem(settings: Autoscale) -> str | None:
+    """Why Modal would refuse these settings, or None: the ranges modal 1.6.4's
+    `_FunctionAutoscalerManager.update` checks, and the cap, which Modal would read as
+    "no limit" when 0."""
+    low, high = SCALEDOWN_WINDOW_S
+    if settings.max_containers < 1:
+        return f"max_containers must be at least 1 (0 means no limit to Modal): {settings}"
+    if settings.min_containers < 0 or settings.buffer_containers < 0:
+        return f"min_containers and buffer_containers must not be negative: {settings}"
+    if not low <= settings.scaledown_window_s <= high:
+        return f"scaledown_window must be between {low} and {high} s: {settings}"
+    return None
+
+
 @dataclass(frozen=True)
 class ModalPoolConfig:
     app_name: str = "spillway-renderer"
     """The deployed Modal app."""
     class_name: str = "Renderer"
     """The class in that app whose `render` method renders one request."""
+    environment: str | None = None
+    """The Modal environment the app is deployed in; None for the SDK's default."""
     concurrency: int = 1
     """Inputs one container takes at once (the app's `@modal.concurrent(max_inputs=)`)."""
-    render_timeout_s: float = 1800.0
+    render_timeout_s: float = 3600.0
     """How long one `render` waits for its call (from when it starts waiting) before it
-    cancels the call and gives the job back."""
+    cancels the call and gives the job back: long enough for a container's start (a
+    first boot after a deploy can take most of the app's startup timeout) and a render."""
     tmp_dir: Path | None = None
     """Where MP4s are written; the system temp dir when None."""
     unavailable_backoff_s: float = 30.0
     """How long the pool reports itself unavailable after Modal reported an auth,
-    not-found or connection problem."""
+    not-found or connection problem, or did not answer."""
     full_backoff_s: float = 5.0
     """How long the pool reports itself unavailable after Modal said it is full."""
+    call_timeout_s: float = 30.0
+    """How long a spawn, stats, autoscaler or cancel call may go unanswered before Modal
+    counts as unreachable (its client retries a connection for about a minute)."""
     stats_ttl_s: float = 5.0
     """How long `stats` answers from its cache before asking Modal again."""
     poll_interval_s: float = 15.0
@@ -213,18 +267,22 @@ class ModalPoolConfig:
     """Backoff bounds between waits after a transport error, doubling from the first."""
     get_grace_s: float = 10.0
     """How long past its window one wait may hang (the SDK's connection attempts do not
-    heed the window) before it is abandoned and the same call waited on again."""
+    heed the window) before it is abandoned, Modal counted unreachable, and the same
+    call waited on again."""
 
     def __post_init__(self) -> None:
         for name in ("app_name", "class_name"):
             if not getattr(self, name):
                 raise ValueError(f"ModalPoolConfig.{name} must not be empty")
+        if self.environment == "":
+            raise ValueError("ModalPoolConfig.environment must be None or a name, got ''")
         if self.concurrency < 1:
             raise ValueError(f"ModalPoolConfig.concurrency must be >= 1, got {self.concurrency!r}")
         for name in (
             "render_timeout_s",
             "unavailable_backoff_s",
             "full_backoff_s",
+            "call_timeout_s",
             "poll_interval_s",
             "expected_render_s",
             "get_retry_min_s",
@@ -254,7 +312,6 @@ class _Errors:
     not_found: type[BaseException]
     expired: type[BaseException]
     function_timeout: type[BaseException]
-    cancelled: type[BaseException]
 
     @classmethod
     def of(cls, exception: ModuleType) -> _Errors:
@@ -278,8 +335,11 @@ class _Errors:
             not_found=e.NotFoundError,
             expired=e.OutputExpiredError,
             function_timeout=e.FunctionTimeoutError,
-            cancelled=e.InputCancellation,
         )
+
+
+class Unanswered(Exception):
+    """Modal did not answer an SDK call within `call_timeout_s`."""
 
 
 class _ModalSlot(Slot):
@@ -352,27 +412,44 @@ class ModalPool(Pool):
         await self._cancel_call(call, call_id, f"job {job.id} was cancelled")
 
     async def set_autoscaler(self, settings: Autoscale) -> None:
-        """Applies the settings. A failure is logged, not raised: the reconcile loop that
-        calls this applies them again (a `modal deploy` resets them anyway)."""
-        if settings.max_containers < 1:
-            # Modal reads max_containers=0 as "no limit": never send it.
-            log.error("refusing Modal autoscaler settings without a cap: %s", settings)
-            return
+        """Applies the settings (`apply_autoscaler`). A failure is logged, not raised:
+        the reconcile loop that calls this applies them again (a deploy resets them
+        anyway)."""
         try:
-            await self._renderer().update_autoscaler.aio(
-                min_containers=settings.min_containers,
-                max_containers=settings.max_containers,
-                buffer_containers=settings.buffer_containers,
-                scaledown_window=settings.scaledown_window_s,
-            )
+            await self.apply_autoscaler(settings)
+        except ValueError as exc:
+            log.error("not sending Modal autoscaler settings it would refuse: %s", exc)
         except Exception as exc:
-            self._note_unreachable(exc)
             log.warning(
                 "Modal autoscaler update to %s failed: %r",
                 settings,
                 exc,
-                exc_info=not isinstance(exc, self._errors.sdk),
+                exc_info=not isinstance(exc, (self._errors.sdk, Unanswered)),
             )
+
+    async def apply_autoscaler(self, settings: Autoscale) -> None:
+        """Applies the settings through `Function.autoscaler.update` where the SDK has it
+        and the deprecated `update_autoscaler` where it does not. Raises ValueError for
+        settings Modal would refuse (they are not sent), and what the SDK raises; an
+        unreachable Modal also makes the pool unavailable."""
+        if (problem := autoscale_problem(settings)) is not None:
+            raise ValueError(problem)
+        obj = self._renderer()
+        manager = cast(AutoscalerManager | None, getattr(obj.render, "autoscaler", None))
+        update = obj.update_autoscaler if manager is None else manager.update
+        try:
+            await self._answered(
+                update.aio(
+                    min_containers=settings.min_containers,
+                    max_containers=settings.max_containers,
+                    buffer_containers=settings.buffer_containers,
+                    scaledown_window=settings.scaledown_window_s,
+                ),
+                "autoscaler update",
+            )
+        except Exception as exc:
+            self._note_unreachable(exc)
+            raise
 
     async def stats(self) -> PoolStats:
         """The last known figures, at once: never a network call on the caller's path.
@@ -384,13 +461,25 @@ class ModalPool(Pool):
         return cache.value
 
     async def refresh_stats(self) -> PoolStats:
-        """Asks Modal now. On failure, logs and keeps the last known figures."""
+        """Asks Modal now. On failure, logs and keeps the last known figures.
+
+        Modal counts every container, booting and buffer ones too, in
+        `num_total_runners`; only a container that finished its start offers ready
+        slots. While inputs wait (`backlog`), no ready slot is free, or an input would
+        be in it: the ready slots are the busy ones. Otherwise they are the busy ones
+        and the `input_headroom`."""
         cache = self._stats
+        concurrency = self._config.concurrency
         try:
-            current = await self._renderer().render.get_current_stats.aio()
+            current = await self._answered(
+                self._renderer().render.get_current_stats.aio(), "stats request"
+            )
+            idle = 0 if current.backlog > 0 else max(0, current.input_headroom)
             cache.value = PoolStats(
                 containers=current.num_total_runners,
-                ready_slots=current.num_total_runners * self._config.concurrency,
+                ready_slots=min(
+                    current.num_total_runners * concurrency, current.num_running_inputs + idle
+                ),
             )
         except Exception as exc:
             self._note_unreachable(exc)
@@ -398,7 +487,7 @@ class ModalPool(Pool):
                 "Modal stats failed, keeping the last known %s: %r",
                 cache.value,
                 exc,
-                exc_info=not isinstance(exc, self._errors.sdk),
+                exc_info=not isinstance(exc, (self._errors.sdk, Unanswered)),
             )
         finally:
             cache.at = self._clock()
@@ -421,16 +510,29 @@ class ModalPool(Pool):
     def _renderer(self) -> RendererObj:
         """The class instance; `from_name` is lazy (no network until the first call)."""
         if self._obj is None:
-            cls = self._sdk.Cls.from_name(self._config.app_name, self._config.class_name)
+            config = self._config
+            cls = self._sdk.Cls.from_name(
+                config.app_name, config.class_name, environment_name=config.environment
+            )
             self._obj = cls()
         return self._obj
 
     async def _spawn_once(self, job: Job) -> FunctionCallHandle:
-        """Spawns the job's call. Should we be cancelled while the spawn is in flight, the
-        call it makes is cancelled: it was never recorded, so nobody could adopt it."""
+        """Spawns the job's call. Should we be cancelled, or give up on an unanswered
+        spawn, while it is in flight, the call it makes is cancelled: it was never
+        recorded, so nobody could adopt it."""
         spawning = self._hold(asyncio.ensure_future(self._spawn(job)))
         try:
-            return await asyncio.shield(spawning)
+            return await self._answered(asyncio.shield(spawning), "spawn")
+        except Unanswered as exc:
+            spawning.add_done_callback(self._cancel_orphan)
+            self._note_unreachable(exc)
+            raise RenderError(
+                f"Modal is unavailable ({exc}); not spilling to it for "
+                f"{self._config.unavailable_backoff_s:g} s",
+                retryable=True,
+                charge_attempt=False,
+            ) from exc
         except asyncio.CancelledError:
             spawning.add_done_callback(self._cancel_orphan)
             raise
@@ -476,7 +578,7 @@ class ModalPool(Pool):
         if spawning.cancelled() or spawning.exception() is not None:
             return
         call = spawning.result()
-        self._cancel_soon(call, call.object_id, "it was spawned for a cancelled render")
+        self._cancel_soon(call, call.object_id, "it was spawned for a render that gave up on it")
 
     def _cancel_soon(self, call: FunctionCallHandle, call_id: str, why: str) -> None:
         """Cancels the call in the background: a cancel that cannot reach Modal may take
@@ -484,11 +586,27 @@ class ModalPool(Pool):
         self._hold(asyncio.ensure_future(self._cancel_call(call, call_id, why)))
 
     async def _cancel_call(self, call: FunctionCallHandle, call_id: str, why: str) -> None:
+        # Terminating the container takes its other inputs down with it (Modal reruns
+        # them elsewhere); alone on its container, a render stuck in SGLang is stopped
+        # for sure only by terminating it.
+        terminate = self._config.concurrency == 1
         try:
-            await call.cancel.aio()
+            await self._answered(call.cancel.aio(terminate_containers=terminate), "cancel")
             log.info("cancelled Modal call %s: %s", call_id, why)
         except Exception as exc:
             log.warning("could not cancel Modal call %s (%s): %r", call_id, why, exc)
+
+    async def _answered(self, awaitable: Awaitable[T], what: str) -> T:
+        """`awaitable`, or Unanswered once `call_timeout_s` has passed without an answer."""
+        limit = self._config.call_timeout_s
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                return await awaitable
+        except TimeoutError:
+            if timeout.expired():
+                raise Unanswered(f"Modal did not answer a {what} within {limit:g} s") from None
+            raise
 
     # Waiting
 
@@ -506,20 +624,29 @@ class ModalPool(Pool):
         while (remaining := deadline - self._clock()) > 0:
             window = min(config.poll_interval_s, remaining)
             asked_at = self._clock()
+            hang = asyncio.timeout(window + config.get_grace_s)
             try:
-                async with asyncio.timeout(window + config.get_grace_s):
+                async with hang:
                     return await call.get.aio(timeout=window)
             except TimeoutError:
-                # The SDK's get raises the builtin TimeoutError once its window has
-                # passed with no result: the call is still running. One that comes
-                # back early is something else (a remote TimeoutError, say): back off.
-                early = self._clock() - asked_at < window / 2
-                if early:
-                    await self._sleep_until(backoff, deadline)
-                backoff = (
-                    min(backoff * 2, config.get_retry_max_s) if early else config.get_retry_min_s
-                )
-            except (Exception, self._errors.cancelled) as exc:
+                if hang.expired():
+                    # The SDK is still retrying a connection it cannot make.
+                    self._note_unreachable(
+                        Unanswered(f"a wait on Modal call {call_id} hung past its window")
+                    )
+                else:
+                    # The SDK's get raises the builtin TimeoutError once its window has
+                    # passed with no result: the call is still running. One that comes
+                    # back early is something else (a remote TimeoutError, say): back off.
+                    early = self._clock() - asked_at < window / 2
+                    if early:
+                        await self._sleep_until(backoff, deadline)
+                    backoff = (
+                        min(backoff * 2, config.get_retry_max_s)
+                        if early
+                        else config.get_retry_min_s
+                    )
+            except Exception as exc:
                 if (error := self._outcome(exc, call_id)) is not None:
                     raise error from exc
                 log.warning(
@@ -547,7 +674,7 @@ class ModalPool(Pool):
         e = self._errors
         what = f"Modal call {call_id}"
         if isinstance(exc, InvalidRenderRequest):
-            return RenderError(str(exc), retryable=False)
+            return RenderError(str(exc), retryable=False, charge_attempt=False)
         if isinstance(exc, RendererBusy):
             return RenderError(
                 f"{what}: renderer busy: {exc}", retryable=True, charge_attempt=False
@@ -558,8 +685,6 @@ class ModalPool(Pool):
             return RenderError(f"{what}: its result expired", retryable=True)
         if isinstance(exc, e.not_found):
             return RenderError(f"{what} not found: {exc}", retryable=True)
-        if isinstance(exc, e.cancelled):
-            return RenderError(f"{what} was cancelled: {exc}", retryable=True)
         if isinstance(exc, e.transient):
             self._note_unreachable(exc)
             return None
@@ -571,7 +696,7 @@ class ModalPool(Pool):
     # Bookkeeping
 
     def _note_unreachable(self, exc: BaseException) -> None:
-        if isinstance(exc, self._errors.unreachable):
+        if isinstance(exc, (*self._errors.unreachable, Unanswered)):
             self._unavailable_until = self._clock() + self._config.unavailable_backoff_s
             self._obj = None  # looked up afresh next time (after a deploy, say)
             log.warning("Modal unavailable for %g s: %r", self._config.unavailable_backoff_s, exc)
