@@ -33,6 +33,14 @@ TENANT_WEIGHTS = "SPILLWAY_TENANT_WEIGHTS"
 """Comma-separated `tenant=weight` pairs: a tenant's share of claims when several have
 work queued (default 1 each; weight 2 is served twice as often). Written to Redis at
 startup, so the replica started last sets them for all."""
+TENANT_MAX_QUEUED = "SPILLWAY_TENANT_MAX_QUEUED"
+"""Jobs one tenant may have queued; more are refused with 429 / RESOURCE_EXHAUSTED
+(`tenant_queue_full`) and Retry-After. Default 0: only SPILLWAY_MAX_QUEUED bounds it."""
+TENANT_SUBMIT_RATE_PER_S = "SPILLWAY_TENANT_SUBMIT_RATE_PER_S"
+"""Submits a second one tenant may make, a token bucket in Redis shared by every
+replica; faster ones are refused (`rate_limited`) with Retry-After. Default 0: no limit."""
+TENANT_SUBMIT_BURST = "SPILLWAY_TENANT_SUBMIT_BURST"
+"""Submits one tenant may make at once under its rate. Default 100."""
 KEY_CACHE_S = "SPILLWAY_KEY_CACHE_S"
 """How long a replica trusts what it looked up about a stored key: a revoked key stops
 working everywhere within this long. Default 2."""
@@ -181,6 +189,17 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class TenantQuota:
+    """Per-tenant limits on submits (`scheduler.store`)."""
+
+    max_queued: int = 0
+    """Jobs one tenant may have queued; 0: only the queue's own bound."""
+    submits_per_s: float = 0.0
+    """0: no limit."""
+    burst: int = 100
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
     redis_url: str
     listen: str
@@ -188,6 +207,7 @@ class SchedulerConfig:
     operator_keys: Mapping[str, str]
     key_cache_s: float
     tenant_weights: Mapping[str, float]
+    quota: TenantQuota
     inhouse: tuple[RendererEndpoint, ...]
     models: tuple[str, ...]
     s3: S3Config
@@ -250,6 +270,11 @@ class SchedulerConfig:
             operator_keys=operator_keys,
             key_cache_s=get(env, KEY_CACHE_S, "2", float_at_least(0)),
             tenant_weights=get(env, TENANT_WEIGHTS, "", _weights),
+            quota=TenantQuota(
+                max_queued=get(env, TENANT_MAX_QUEUED, "0", int_at_least(0)),
+                submits_per_s=get(env, TENANT_SUBMIT_RATE_PER_S, "0", float_at_least(0)),
+                burst=get(env, TENANT_SUBMIT_BURST, "100", int_at_least(1)),
+            ),
             inhouse=get(env, INHOUSE_RENDERERS, "127.0.0.1:50061=2", _renderers),
             models=get(env, MODELS, "sora-2,sora-2-pro", _models),
             s3=s3,

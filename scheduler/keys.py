@@ -212,3 +212,7 @@ TENANT_WEIGHTS = f"{NAMESPACE}tenant:weights"
 
 def tenant_queue(tenant: str) -> str:
     return TENANT_QUEUE_PREFIX + tenant
+
+
+SUBMIT_BUCKET_PREFIX = f"{NAMESPACE}submits:"
+"""Hash per tenant: its submit token bucket (`tokens`, `at` ms), while it has a rate."""

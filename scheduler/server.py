@@ -126,6 +126,7 @@ class SchedulerServer:
             max_attempts=cfg.max_attempts,
             max_queued=cfg.policy.max_queued,
             waiter=self._redis_waits,
+            quota=cfg.quota,
         )
         if cfg.tenant_weights:
             weights = {t: str(w) for t, w in cfg.tenant_weights.items()}

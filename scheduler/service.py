@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from functools import wraps
@@ -38,7 +39,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.spillover import Spillover
 from scheduler.spillover import Status as SpilloverStatus
 from scheduler.storage import ObjectStore, StorageError
-from scheduler.store import JobStore, QueueFull
+from scheduler.store import JobStore, QueueFull, RateLimited
 from scheduler.validation import (
     require_job_id,
     validate_deadline,
@@ -164,10 +165,24 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         except QueueFull as exc:
             self._metrics.shed("queue_full")
             retry_after_s = await self._spillover.retry_after_s()
-            log.warning("refused a job for tenant %s: %d jobs queued", tenant, exc.queued)
+            whose = "your share of the render queue" if exc.tenant else "the render queue"
+            log.warning(
+                "refused a job for tenant %s: %d jobs queued%s",
+                tenant,
+                exc.queued,
+                " (its own bound)" if exc.tenant else "",
+            )
             raise ResourceExhausted(
-                f"the render queue is full ({exc.queued} jobs waiting); retry in {retry_after_s} s",
+                f"{whose} is full ({exc.queued} jobs waiting); retry in {retry_after_s} s",
                 retry_after_s=retry_after_s,
+                reason="tenant_queue_full" if exc.tenant else "queue_full",
+            ) from None
+        except RateLimited as exc:
+            retry_after_s = math.ceil(exc.retry_after_ms / 1000)
+            raise ResourceExhausted(
+                f"too many submits: over this tenant's rate; retry in {retry_after_s} s",
+                retry_after_s=retry_after_s,
+                reason="rate_limited",
             ) from None
         if not submitted.created and submitted.job.spec != spec:
             # Returning the first job would hand the caller a video of another request.

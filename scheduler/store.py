@@ -18,6 +18,7 @@ import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 
 from scheduler import keys
+from scheduler.config import TenantQuota
 from scheduler.jobs import Event, Job, JobSpec, Output, initial_fields, new_job_id
 
 _LUA = Path(__file__).with_name("lua")
@@ -30,6 +31,7 @@ _KEY_CONSTANTS = {
     "K_FAIR": keys.FAIR,
     "K_FAIR_VT": keys.FAIR_VT,
     "K_TENANT_WEIGHTS": keys.TENANT_WEIGHTS,
+    "K_SUBMIT_BUCKET": keys.SUBMIT_BUCKET_PREFIX,
     "K_QUEUED_AT": keys.QUEUED_AT,
     "K_LEASES": keys.LEASES,
     "K_WAKE": keys.WAKE,
@@ -74,11 +76,21 @@ class Submitted:
 
 
 class QueueFull(Exception):
-    """The queue is at its bound; nothing was written."""
+    """The queue (or, with `tenant`, the tenant's share of it) is at its bound; nothing
+    was written."""
 
-    def __init__(self, queued: int) -> None:
+    def __init__(self, queued: int, *, tenant: bool = False) -> None:
         super().__init__(f"{queued} jobs queued")
         self.queued = queued
+        self.tenant = tenant
+
+
+class RateLimited(Exception):
+    """The tenant submits faster than its rate; nothing was written."""
+
+    def __init__(self, retry_after_ms: int) -> None:
+        super().__init__(f"retry in {retry_after_ms} ms")
+        self.retry_after_ms = retry_after_ms
 
 
 @dataclass(frozen=True)
@@ -101,12 +113,14 @@ class JobStore:
         max_attempts: int,
         max_queued: int,
         waiter: redis.Redis | None = None,
+        quota: TenantQuota | None = None,
     ) -> None:
         self._r = client
         # Blocking waits hold a connection for their whole wait: they get their own
         # client, whose socket timeout outlasts the longest wait.
         self._waiter = waiter or client
         self._max_queued = max_queued
+        self._quota = quota or TenantQuota()
         self._retention_ms = retention_s * 1000
         self._maxlen = events_maxlen
         self._max_attempts = max_attempts
@@ -174,11 +188,19 @@ class JobStore:
                 self._maxlen,
                 keys.JOB_PREFIX,
                 self._max_queued,
+                tenant,
+                self._quota.max_queued,
+                self._quota.submits_per_s,
+                self._quota.burst,
                 *_flatten(fields),
             ],
         )
         if created == -1:
             raise QueueFull(int(stored))
+        if created == -2:
+            raise QueueFull(int(stored), tenant=True)
+        if created == -3:
+            raise RateLimited(int(stored))
         return Submitted(job=Job.from_hash(_pairs(stored)), created=bool(created))
 
     async def get(self, job_id: str) -> Job | None:
