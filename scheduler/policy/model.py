@@ -92,6 +92,9 @@ class Signal:
     spent_usd: float
     """Modal spend metered so far this month."""
     estimates: Estimates
+    modal_starting_slots: int = 0
+    """Inputs the containers still waiting for a GPU, booting or restoring will take once
+    up (busy or not); not counted in `modal_ready_slots`."""
 
 
 @dataclass(frozen=True)
