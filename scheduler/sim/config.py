@@ -36,9 +36,11 @@ Every key with its default:
     enter_dwell_s = 2
     exit_dwell_s = 240
     min_mode_s = 10
+    spill_wait_s = 30           # the oldest job waiting this long for in-house also spills
+    drain_scaledown_window_s = 10  # the scaledown window once the in-house queue drained
     max_spill_per_decision = 8
-    spawn_rate_per_s = 1        # spawns over time: a token bucket (0 turns it off)
-    spawn_burst = 8
+    spawn_rate_per_s = 2        # spawns over time: a token bucket (0 turns it off)
+    spawn_burst = 16
     queue_timeout_s = 1800      # applies to every policy
     max_queued = 10000          # applies to every policy
     prewarm_windows = []        # e.g. ["08:45-10:00=3"] (a window may wrap midnight)
@@ -49,6 +51,7 @@ Every key with its default:
     est_inhouse_render_s = 60   # estimates until renders and cold starts are observed
     est_spill_render_s = 60
     est_cold_start_s = 30
+    cold_start_stale_s = 300    # cold-start samples unchanged this long: no slower than that
 
 The policy's `max_containers`, `concurrency`, `buffer_containers`,
 `scaledown_window_s`, `gpu_usd_per_s` and `budget_usd_month` are the `[modal]` ones:
@@ -249,6 +252,10 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
             enter_dwell_ms=policy.seconds_ms("enter_dwell_s", defaults.enter_dwell_ms / 1000),
             exit_dwell_ms=policy.seconds_ms("exit_dwell_s", defaults.exit_dwell_ms / 1000),
             min_mode_ms=policy.seconds_ms("min_mode_s", defaults.min_mode_ms / 1000),
+            spill_wait_ms=policy.seconds_ms("spill_wait_s", defaults.spill_wait_ms / 1000),
+            drain_scaledown_window_s=policy.integer(
+                "drain_scaledown_window_s", defaults.drain_scaledown_window_s, low=0
+            ),
             max_spill_per_decision=policy.integer(
                 "max_spill_per_decision", defaults.max_spill_per_decision, low=1
             ),
@@ -276,6 +283,9 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
                 "est_spill_render_s", defaults.modal_render_ms / 1000
             ),
             cold_start_ms=policy.seconds_ms("est_cold_start_s", defaults.cold_start_ms / 1000),
+            cold_start_stale_ms=policy.seconds_ms(
+                "cold_start_stale_s", defaults.cold_start_stale_ms / 1000
+            ),
             **_fleet_fields(modal_model),
         )
     except ValueError as exc:
