@@ -134,6 +134,16 @@ def test_the_first_input_of_a_prewarmed_or_buffer_container_is_not_cold(how: str
     assert result.jobs[1].latency_ms == 10_000
 
 
+def test_the_oracle_boots_ahead_of_the_jobs_it_knows_will_come() -> None:
+    """Two 10 s jobs at 100 s: `bound` runs both on Modal from 100 s, so the oracle,
+    looking a 30 s boot ahead, keeps two containers from 70 s; the jobs find them warm,
+    and they stop after the 10 s drain window: 2 x 50 s billed."""
+    result = simulate(parse_trace(jobs((100, 10), (100, 10))), fleet(), "oracle")
+    assert [j.latency_ms for j in result.jobs] == [10_000, 10_000]
+    assert [j.cold for j in result.jobs] == [False, False]
+    assert result.cold_starts == 2 and result.modal_gpu_ms == 100_000
+
+
 # --- the seeded draws -------------------------------------------------------------------
 
 SPREAD = """

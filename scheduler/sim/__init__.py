@@ -10,7 +10,7 @@ models of the in-house fleet and of Modal (`spillway simulate`).
   billed by `scheduler.policy.meter`) and the warm, busy-billed lower bound
   (`WarmFleet`);
 - `draws`: the seeded random draws (`SimConfig.seed`), one stream per container and job;
-- `policies`: `spillway`, `hysteresis`, `always-spill`, `inhouse-only`, `bound`, each
+- `policies`: `spillway`, `hysteresis`, `always-spill`, `inhouse-only`, `bound`, `oracle`, each
   a function with `decide`'s signature (`POLICIES`, `get_policy`);
 - `engine`: `simulate(trace, config, policy) -> RunResult` (per-job records, mode
   changes, time series with ready and starting containers apart, Modal container time

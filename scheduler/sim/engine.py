@@ -62,7 +62,7 @@ from scheduler.sim.fleets import (
     WakeKind,
     WarmFleet,
 )
-from scheduler.sim.policies import SimPolicy, get_policy
+from scheduler.sim.policies import Demand, SimPolicy, get_policy, oracle
 from scheduler.sim.trace import MAX_PRIORITY, TraceJob
 
 
@@ -159,7 +159,26 @@ def simulate(trace: Sequence[TraceJob], config: SimConfig, policy: SimPolicy | s
     """Replays the trace through one policy; deterministic."""
     if isinstance(policy, str):
         policy = get_policy(policy)
+    if policy.knows_arrivals:
+        model = config.modal
+        boot = max(model.full_boot.p99_ms, model.restore.p99_ms) + model.gpu_wait.p99_ms
+        policy = replace(policy, decide=oracle(_bound_demand(trace, config), boot))
     return _Run(trace, config, policy).run()
+
+
+def _bound_demand(trace: Sequence[TraceJob], config: SimConfig) -> Demand:
+    """When the lower bound runs how many inputs on the second fleet."""
+    steps: dict[int, int] = {}
+    for job in simulate(trace, config, "bound").jobs:
+        if job.pool is Pool.MODAL and job.start_ms is not None and job.finish_ms is not None:
+            steps[job.start_ms] = steps.get(job.start_ms, 0) + 1
+            steps[job.finish_ms] = steps.get(job.finish_ms, 0) - 1
+    at_ms, inputs, running = [], [], 0
+    for t_ms in sorted(steps):
+        running += steps[t_ms]
+        at_ms.append(config.start_ms + t_ms)
+        inputs.append(running)
+    return Demand(tuple(at_ms), tuple(inputs))
 
 
 class _Run:
