@@ -5,7 +5,7 @@ both as ratios to `bound` (Modal warm whenever needed, billed only while renderi
                                              [--seeds N] [--holdout] [--json | --markdown]
                                              [TRACE ...]
 
-By default: every sample trace in tests/data/traces/ (SAMPLES), each against the config
+By default: every sample trace in tests/data/traces/ (SAMPLE_TRACES), each against the config
 it is sized for (a name ending in `_16`: sim16.toml, 16 in-house slots; any other:
 sim.toml, 8 slots; both say what they assume), on the harder simulator (boots, restores,
 GPU waits and render noise drawn at random). `--holdout` runs the held-out traces in
@@ -14,14 +14,14 @@ tests/data/traces/holdout/ instead, which the policy's defaults were not tuned o
 (a TOML value, e.g. `--set policy.high_watermark=4` or
 `--set 'policy.prewarm_windows=["08:50-10:00=6"]'`), to try a knob without writing one.
 
-Each trace runs under seeds 0 to N-1 (`--seeds`, default 3) for every policy; a seed
-draws the same boots and render noise for every policy (common random numbers). The
-numbers are the same every run: no timing, no assertions, only the tables. p99 is over
-completed jobs, averaged over the seeds; `failed` counts the jobs a policy shed or timed
-out, over all seeds. Per trace, the last line checks `spillway` against the targets of
-issue 11: p99 at most 1.1x `bound`'s, Modal cost at most 1.3x, p99 and cost each no
-worse than `hysteresis`'s, nothing failed. The summary at the end (`--markdown`: only
-it, as the README's table) has one line per trace.
+Each trace runs under seeds 0 to N-1 (`--seeds`, default 3, in place of the config's
+`seed`) for every policy; a seed draws the same boots and render noise for every policy
+(common random numbers). The numbers are the same every run: no timing, no assertions,
+only the tables. p99 is over completed jobs, averaged over the seeds; `failed` counts
+the jobs a policy shed or timed out, over all seeds. Per trace, the last line checks
+`spillway` against the targets of issue 11: p99 at most 1.1x `bound`'s, Modal cost at
+most 1.3x, p99 and cost each no worse than `hysteresis`'s, nothing failed. The summary
+at the end (`--markdown`: only it, as the README's table) has one line per trace.
 """
 
 from __future__ import annotations
