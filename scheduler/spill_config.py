@@ -21,13 +21,16 @@ EXIT_DWELL_S = "SPILLWAY_EXIT_DWELL_S"
 """How long it must stay at or below the low watermark before spilling stops. Default 240."""
 MIN_MODE_S = "SPILLWAY_MIN_MODE_S"
 """Least time between two mode changes. Default 10."""
+SPILL_WAIT_S = "SPILLWAY_SPILL_WAIT_S"
+"""The oldest job waiting for an in-house slot having waited this long also starts
+spilling (after the enter dwell), however short the queue; 0 turns it off. Default 30."""
 MAX_SPILL_PER_DECISION = "SPILLWAY_MAX_SPILL_PER_DECISION"
 """Most jobs sent to the second fleet by one decision. Default 8."""
 SPAWN_RATE_PER_S = "SPILLWAY_SPAWN_RATE_PER_S"
 """Spawns on the second fleet, over time, across every replica: a token bucket refilled
-at this rate (0 turns it off). Default 1."""
+at this rate (0 turns it off). Default 2."""
 SPAWN_BURST = "SPILLWAY_SPAWN_BURST"
-"""The spawn bucket's size: the most spawns at one instant. Default 8."""
+"""The spawn bucket's size: the most spawns at one instant. Default 16."""
 QUEUE_TIMEOUT_S = "SPILLWAY_QUEUE_TIMEOUT_S"
 """A job waiting this long with both fleets full fails with `queue_timeout`. Default 1800."""
 MAX_QUEUED = "SPILLWAY_MAX_QUEUED"
@@ -52,6 +55,10 @@ EST_SPILL_RENDER_S = "SPILLWAY_EST_SPILL_RENDER_S"
 """Second-fleet render time assumed until renders are observed. Default 60."""
 EST_COLD_START_S = "SPILLWAY_EST_COLD_START_S"
 """Cold start assumed until cold starts are observed. Default 30."""
+COLD_START_STALE_S = "SPILLWAY_COLD_START_STALE_S"
+"""Observed cold starts that have not changed for this long may no longer claim a boot
+slower than SPILLWAY_EST_COLD_START_S (a deploy's first full boots would keep spills off
+long after snapshot restores became fast); 0 keeps them for good. Default 300."""
 
 SPILL_POOL = "SPILLWAY_SPILL_POOL"
 """The second fleet: `none`, `burst` (local worker processes) or `modal`. Default none."""
@@ -60,9 +67,13 @@ SPILL_MAX_CONTAINERS = "SPILLWAY_SPILL_MAX_CONTAINERS"
 SPILL_CONCURRENCY = "SPILLWAY_SPILL_CONCURRENCY"
 """Inputs each container renders at once. Default 1."""
 SPILL_BUFFER_CONTAINERS = "SPILLWAY_SPILL_BUFFER_CONTAINERS"
-"""Idle containers kept ready beyond demand while busy. Default 1."""
+"""Idle containers kept ready beyond demand while spilling with jobs waiting for in-house;
+none otherwise. Default 1."""
 SPILL_SCALEDOWN_S = "SPILLWAY_SPILL_SCALEDOWN_S"
-"""A container idle this long is stopped. Default 300."""
+"""A container idle this long is stopped, while jobs wait for in-house. Default 300."""
+SPILL_DRAIN_SCALEDOWN_S = "SPILLWAY_SPILL_DRAIN_SCALEDOWN_S"
+"""... and once the in-house queue has drained (at or below the low watermark): every second
+an idle container waits then is billed for nothing. Default 10."""
 BURST_COLD_START_S = "SPILLWAY_BURST_COLD_START_S"
 """Boot delay of a local burst container, standing in for a snapshot restore. Default 2."""
 BURST_FPS = "SPILLWAY_BURST_FPS"
@@ -107,6 +118,7 @@ def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
     kind = get(env, SPILL_POOL, "none", SpillKind)
     if kind is SpillKind.MODAL:
         get(env, SPILL_SCALEDOWN_S, "300", _modal_scaledown)
+        get(env, SPILL_DRAIN_SCALEDOWN_S, "10", _modal_scaledown)
     return SpillConfig(
         kind=kind,
         burst_cold_start_s=get(env, BURST_COLD_START_S, "2", float_at_least(0)),
@@ -130,13 +142,15 @@ def policy_from_env(env: Mapping[str, str]) -> PolicyConfig:
             enter_dwell_ms=ms(ENTER_DWELL_S, "2"),
             exit_dwell_ms=ms(EXIT_DWELL_S, "240"),
             min_mode_ms=ms(MIN_MODE_S, "10"),
+            spill_wait_ms=ms(SPILL_WAIT_S, "30"),
             max_spill_per_decision=get(env, MAX_SPILL_PER_DECISION, "8", int_at_least(1)),
-            spawn_rate_per_s=get(env, SPAWN_RATE_PER_S, "1", float_at_least(0)),
-            spawn_burst=get(env, SPAWN_BURST, "8", int_at_least(1)),
+            spawn_rate_per_s=get(env, SPAWN_RATE_PER_S, "2", float_at_least(0)),
+            spawn_burst=get(env, SPAWN_BURST, "16", int_at_least(1)),
             max_containers=get(env, SPILL_MAX_CONTAINERS, "10", int_at_least(1)),
             concurrency=get(env, SPILL_CONCURRENCY, "1", int_at_least(1)),
             buffer_containers=get(env, SPILL_BUFFER_CONTAINERS, "1", int_at_least(0)),
             scaledown_window_s=get(env, SPILL_SCALEDOWN_S, "300", int_at_least(0)),
+            drain_scaledown_window_s=get(env, SPILL_DRAIN_SCALEDOWN_S, "10", int_at_least(0)),
             gpu_usd_per_s=get(env, GPU_USD_PER_S, "0.001097", float_at_least(0)),
             budget_usd_month=get(env, BUDGET_USD_MONTH, "10000", float_at_least(0)),
             queue_timeout_ms=max(1, ms(QUEUE_TIMEOUT_S, "1800")),
@@ -149,6 +163,7 @@ def policy_from_env(env: Mapping[str, str]) -> PolicyConfig:
             inhouse_render_ms=ms(EST_INHOUSE_RENDER_S, "60"),
             modal_render_ms=ms(EST_SPILL_RENDER_S, "60"),
             cold_start_ms=ms(EST_COLD_START_S, "30"),
+            cold_start_stale_ms=ms(COLD_START_STALE_S, "300"),
         )
     except ConfigError:
         raise

@@ -176,6 +176,32 @@ def test_min_mode_ms_spaces_mode_changes_even_when_the_dwell_is_over() -> None:
     assert [p.state.mode for p in back] == [NORMAL, NORMAL, SPILL]
 
 
+def test_a_long_wait_enters_spill_below_the_high_watermark() -> None:
+    """Three jobs beyond the busy slots (below the high watermark of 8) whose oldest has
+    waited spill_wait_ms enter SPILL once that has held for enter_dwell_ms, with
+    wait_above_max; a younger line does not."""
+    cfg = config(spill_wait_ms=30_000, enter_dwell_ms=2_000)
+    young = [decide(PolicyState(), sig(3, ages=(29_999, 5_000, 1_000)), cfg, T0)]
+    assert young[0].state.pending_since_ms is None
+    state = PolicyState()
+    plans = []
+    for dt in (0, 1_999, 2_000):
+        plans.append(decide(state, sig(3, ages=(30_000 + dt, 5_000, 1_000)), cfg, T0 + dt))
+        state = plans[-1].state
+    assert [p.state.mode for p in plans] == [NORMAL, NORMAL, SPILL]
+    assert plans[-1].transition == Transition(T0 + 2_000, NORMAL, SPILL, Reason.WAIT_ABOVE_MAX, 3)
+
+
+def test_spill_lasts_while_a_job_waits_too_long_even_at_the_low_watermark() -> None:
+    """One job beyond the busy slots is at the low watermark, but while it has waited
+    spill_wait_ms the exit dwell does not start; once it has not, it does."""
+    cfg = config(spill_wait_ms=30_000, exit_dwell_ms=1_000, low_watermark=1)
+    held = decide(SPILLING, sig(1, ages=(45_000,)), cfg, T0)
+    assert held.state.mode is SPILL and held.state.pending_since_ms is None
+    leaving = decide(SPILLING, sig(1, ages=(10_000,)), cfg, T0)
+    assert leaving.state.pending_since_ms == T0
+
+
 @pytest.mark.parametrize("start", [PolicyState(), SPILLING])
 def test_depth_between_the_watermarks_keeps_the_current_mode(start: PolicyState) -> None:
     """A queue strictly between the watermarks never changes the mode, however long it
@@ -204,42 +230,99 @@ def test_free_inhouse_slots_take_jobs_first(state: PolicyState, hold_reason: Rea
     )
 
 
-def test_normal_mode_never_spills() -> None:
-    """In NORMAL mode a long queue with an empty, warm Modal is held with normal_mode."""
-    plan = decide(PolicyState(), sig(7, ready=10), BASE, T0)
+def test_normal_mode_boots_nothing_but_uses_containers_already_paid_for() -> None:
+    """In NORMAL mode a queue is held with normal_mode rather than boot a container; but
+    idle containers already up (billed through their scaledown window anyway) take the
+    jobs they finish sooner, with modal_warm."""
+    plan = decide(PolicyState(), sig(7), BASE, T0)
     assert plan.decisions == (Decision(HOLD, 7, Reason.NORMAL_MODE),)
+    assert route(sig(7, ready=3), state=PolicyState()) == (
+        Decision(MODAL, 3, Reason.MODAL_WARM),
+        Decision(HOLD, 4, Reason.NORMAL_MODE),
+    )
+    assert route(sig(7, ready=3, inflight=3), state=PolicyState()) == (
+        Decision(HOLD, 7, Reason.NORMAL_MODE),
+    )
 
 
 def test_spill_sends_the_positions_modal_finishes_sooner() -> None:
-    """With 2 busy slots, 60 s renders and a 30 s cold start, Modal takes 90 s while the
-    in-house line position p takes 90 s + 60 s x (p // 2), so of 6 waiting jobs positions
-    2-5 spill and the 2 at the head stay."""
+    """With 2 busy slots, 60 s renders and a 30 s cold start, Modal takes 90 s, while the
+    job at in-house position p starts once p + 1 slots have freed (one every 30 s) and
+    takes 30 s x (p + 1) + 60 s: of 6 waiting jobs all but the head spill (the head ties
+    at 90 s and stays); of 2, one."""
     assert route(sig(6)) == (
-        Decision(MODAL, 4, Reason.MODAL_FASTER),
-        Decision(HOLD, 2, Reason.INHOUSE_SOONER),
+        Decision(MODAL, 5, Reason.MODAL_FASTER),
+        Decision(HOLD, 1, Reason.INHOUSE_SOONER),
     )
-    assert route(sig(2)) == (Decision(HOLD, 2, Reason.INHOUSE_SOONER),)
+    assert route(sig(2)) == (
+        Decision(MODAL, 1, Reason.MODAL_FASTER),
+        Decision(HOLD, 1, Reason.INHOUSE_SOONER),
+    )
 
 
 @pytest.mark.parametrize(
-    ("ready", "inflight", "spilled"),
+    ("ready", "starting", "inflight", "spilled"),
     [
-        (0, 0, 1),  # cold: only position 2 (90 s < 150 s)
-        (2, 0, 2),  # warm (60 s) beats positions 2 and 1; then cold 90 s ties position 0
-        (2, 2, 1),  # ready but busy: no idle warm slot
-        (3, 0, 3),  # warm beats even position 0 (60 s < 90 s)
+        (0, 0, 0, 1),  # cold (120 s): only position 2 (150 s); position 1 ties at 120 s
+        (2, 0, 0, 2),  # warm (60 s) beats positions 2 and 1; then cold ties position 0
+        (2, 0, 2, 1),  # ready but busy: no idle warm slot
+        (3, 0, 0, 3),  # warm beats even position 0 (60 s < 90 s)
+        (0, 2, 0, 2),  # starting: half a cold start (90 s) beats positions 2 and 1
+        (2, 1, 2, 1),  # in-flight fills the ready slots: the starting one takes position 2
     ],
 )
-def test_idle_warm_modal_slots_spill_jobs_a_cold_start_would_not(
-    ready: int, inflight: int, spilled: int
+def test_idle_modal_slots_already_paid_for_spill_jobs_a_cold_start_would_not(
+    ready: int, starting: int, inflight: int, spilled: int
 ) -> None:
-    """An idle ready Modal slot saves the cold start, so it beats in-house positions a
-    cold container would not."""
+    """With a 60 s cold start, an idle ready Modal slot saves all of it and an idle slot
+    of a container still booting (expected halfway through) half, so they beat in-house
+    positions a new container would not."""
+    slow = dataclasses.replace(ESTIMATES, cold_start_ms=60_000)
     held = (Decision(HOLD, 3 - spilled, Reason.INHOUSE_SOONER),) if spilled < 3 else ()
-    assert route(sig(3, ready=ready, inflight=inflight)) == (
+    signal = sig(3, ready=ready, inflight=inflight, estimates=slow)
+    assert route(dataclasses.replace(signal, modal_starting_slots=starting)) == (
         Decision(MODAL, spilled, Reason.MODAL_FASTER),
         *held,
     )
+
+
+def test_spills_plan_with_the_mean_cold_start_and_budget_with_the_high_quantile() -> None:
+    """A fat tail (p90 120 s) with a 30 s mean: the mean decides where a job finishes
+    sooner (position 1's 120 s beats 90 s), while the budget still reserves the p90."""
+    tail = dataclasses.replace(ESTIMATES, cold_start_ms=120_000, cold_start_mean_ms=30_000)
+    cfg = config(gpu_usd_per_s=0.01, budget_usd_month=3.6)
+    assert route(sig(2, estimates=tail), cfg) == (
+        Decision(MODAL, 1, Reason.MODAL_FASTER),
+        Decision(HOLD, 1, Reason.INHOUSE_SOONER),
+    )
+    # One spill reserves (120 s + 60 s) x $0.01 = $1.80: two fit $3.60, not three.
+    assert route(sig(6, estimates=tail), cfg) == (
+        Decision(MODAL, 2, Reason.MODAL_FASTER),
+        Decision(HOLD, 4, Reason.BUDGET_EXHAUSTED),
+    )
+
+
+def test_cold_starts_unchanged_for_cold_start_stale_ms_claim_no_more_than_the_default() -> None:
+    """Samples saying a boot takes 140 s (a deploy's full boots) keep the line in-house;
+    after they have not changed for cold_start_stale_ms they may claim no more than the
+    configured 30 s, so the policy spills again and sees what boots take now. A new
+    sample makes them fresh again."""
+    cfg = config(cold_start_stale_ms=300_000, cold_start_ms=30_000)
+    full_boots = dataclasses.replace(ESTIMATES, cold_start_ms=150_000, cold_start_mean_ms=140_000)
+    first = decide(SPILLING, sig(3, estimates=full_boots), cfg, T0)
+    assert first.decisions == (Decision(HOLD, 3, Reason.INHOUSE_SOONER),)
+    assert (first.state.cold_seen_ms, first.state.cold_seen_at_ms) == (140_000, T0)
+    assert first.recheck_at_ms == T0 + 300_000
+    fresh = decide(first.state, sig(3, estimates=full_boots), cfg, T0 + 299_999)
+    assert fresh.count(MODAL) == 0 and fresh.state.cold_seen_at_ms == T0
+    stale = decide(first.state, sig(3, estimates=full_boots), cfg, T0 + 300_000)
+    assert stale.decisions == (
+        Decision(MODAL, 2, Reason.MODAL_FASTER),
+        Decision(HOLD, 1, Reason.INHOUSE_SOONER),
+    )
+    new_sample = dataclasses.replace(full_boots, cold_start_mean_ms=125_000)
+    again = decide(stale.state, sig(3, estimates=new_sample), cfg, T0 + 300_001)
+    assert again.count(MODAL) == 0 and again.state.cold_seen_at_ms == T0 + 300_001
 
 
 def test_inhouse_sooner_stops_spilling() -> None:
@@ -322,8 +405,8 @@ def test_rescue_comes_before_modal_faster_spills_in_spill_mode() -> None:
     judged by speed."""
     assert route(sig(6, ages=(TIMEOUT_MS, TIMEOUT_MS))) == (
         Decision(MODAL, 2, Reason.TIMEOUT_RESCUE),
-        Decision(MODAL, 2, Reason.MODAL_FASTER),
-        Decision(HOLD, 2, Reason.INHOUSE_SOONER),
+        Decision(MODAL, 3, Reason.MODAL_FASTER),
+        Decision(HOLD, 1, Reason.INHOUSE_SOONER),
     )
 
 
@@ -416,7 +499,27 @@ def test_scheduled_window_sets_min_containers_only_inside_it(
     start second up to, not including, its end second, never above max_containers."""
     plan = decide(PolicyState(), sig(0), config(prewarm_windows=(window,)), now_ms)
     assert plan.autoscale.min_containers == warm
-    assert plan.autoscale.max_containers == 10 and plan.autoscale.buffer_containers == 1
+    assert plan.autoscale.max_containers == 10
+
+
+@pytest.mark.parametrize(
+    ("state", "queued", "buffer", "window_s"),
+    [
+        (SPILLING, 5, 1, 300),  # 5 wait for in-house: the deployed window and the spare
+        (PolicyState(), 5, 0, 300),  # waiting, but nothing boots in NORMAL mode: no spare
+        (SPILLING, 2, 0, 10),  # 2 wait: at the low watermark, drained
+        (PolicyState(), 0, 0, 10),
+    ],
+)
+def test_short_tails_and_no_spare_once_the_queue_has_drained(
+    state: PolicyState, queued: int, buffer: int, window_s: int
+) -> None:
+    """While jobs wait for in-house above the low watermark, idle containers keep the
+    deployed scaledown window (and, spilling, a buffer container); once it has drained
+    they get the drain window and no spare, since nothing waits for them."""
+    cfg = config(drain_scaledown_window_s=10)
+    autoscale = decide(state, sig(queued), cfg, T0).autoscale
+    assert (autoscale.buffer_containers, autoscale.scaledown_window_s) == (buffer, window_s)
 
 
 REACTIVE = config(
@@ -477,9 +580,10 @@ def test_reactive_prewarm_arms_exactly_at_the_threshold_rate() -> None:
 def test_budget_limits_prewarm_to_what_it_pays_to_keep_idle(
     spent: float, inflight: int, warm: int, buffer: int
 ) -> None:
-    """Pre-warm keeps no more containers than the budget left pays to idle until the
-    window closes plus one scaledown window ($0.01/s x (100 s + 100 s) = $2 each), the
-    buffer no more than one scaledown window pays for ($1 each)."""
+    """Spilling with jobs waiting for in-house, pre-warm keeps no more containers than
+    the budget left pays to idle until the window closes plus one scaledown window
+    ($0.01/s x (100 s + 100 s) = $2 each), the buffer no more than one scaledown window
+    pays for ($1 each)."""
     noon = (T0 // 1000) % DAY_S
     cfg = config(
         gpu_usd_per_s=0.01,
@@ -487,7 +591,8 @@ def test_budget_limits_prewarm_to_what_it_pays_to_keep_idle(
         budget_usd_month=10.0,
         prewarm_windows=(PrewarmWindow(noon - 60, noon + 100, 5),),
     )
-    autoscale = decide(PolicyState(), sig(0, spent=spent, inflight=inflight), cfg, T0).autoscale
+    waiting = sig(5, spent=spent, inflight=inflight)
+    autoscale = decide(SPILLING, waiting, cfg, T0).autoscale
     assert (autoscale.min_containers, autoscale.buffer_containers) == (warm, buffer)
 
 
@@ -512,10 +617,21 @@ def test_recheck_waits_for_min_mode_when_it_ends_after_the_exit_dwell() -> None:
 def test_recheck_points_at_the_oldest_waiting_jobs_timeout() -> None:
     """The oldest job not yet overdue sets the recheck to when it will be, and the
     earliest of several reasons wins."""
-    plan = decide(PolicyState(), sig(3, ages=(TIMEOUT_MS + 1, 100_000, 5_000)), BASE, T0)
+    cfg = config(spill_wait_ms=0)
+    plan = decide(PolicyState(), sig(3, ages=(TIMEOUT_MS + 1, 100_000, 5_000)), cfg, T0)
     assert plan.recheck_at_ms == T0 + TIMEOUT_MS - 100_000
-    dwell = decide(PolicyState(), sig(8, ages=(100_000,)), BASE, T0)
+    dwell = decide(PolicyState(), sig(8, ages=(100_000,)), cfg, T0)
     assert dwell.recheck_at_ms == T0 + 2_000
+
+
+def test_recheck_points_at_when_the_oldest_waiting_job_will_have_waited_spill_wait() -> None:
+    """In NORMAL mode, the oldest job beyond the free slots sets the recheck to when it
+    will have waited spill_wait_ms (here 30 s); a free slot takes the oldest first."""
+    cfg = config(spill_wait_ms=30_000)
+    plan = decide(PolicyState(), sig(3, ages=(12_000, 5_000, 1_000)), cfg, T0)
+    assert plan.recheck_at_ms == T0 + 18_000
+    one_free = sig(3, busy=1, ages=(25_000, 12_000, 1_000))
+    assert decide(PolicyState(), one_free, cfg, T0).recheck_at_ms == T0 + 18_000
 
 
 @pytest.mark.parametrize(
@@ -641,11 +757,13 @@ def configs(draw: st.DrawFn) -> PolicyConfig:
         enter_dwell_ms=draw(st.integers(0, 20).map(lambda n: n * 250)),
         exit_dwell_ms=draw(st.integers(0, 40).map(lambda n: n * 250)),
         min_mode_ms=draw(st.integers(0, 40).map(lambda n: n * 250)),
+        spill_wait_ms=draw(st.sampled_from([0, 1_000, 30_000])),
         max_spill_per_decision=draw(st.sampled_from([1, 2, 3, 6])),
         max_containers=draw(st.integers(1, 6)),
         concurrency=draw(st.integers(1, 3)),
         buffer_containers=1,
         scaledown_window_s=draw(st.integers(0, 600)),
+        drain_scaledown_window_s=draw(st.integers(0, 60)),
         gpu_usd_per_s=draw(st.sampled_from([0.0, 0.001, 0.01, 0.05])),
         budget_usd_month=10.0,
         queue_timeout_ms=60_000,
@@ -684,6 +802,7 @@ def signals(draw: st.DrawFn, cfg: PolicyConfig) -> Signal:
         inhouse_render_ms=draw(st.integers(1, 120_000)),
         modal_render_ms=draw(st.integers(1, 120_000)),
         cold_start_ms=draw(st.integers(0, 120_000)),
+        cold_start_mean_ms=draw(st.none() | st.integers(0, 120_000)),
     )
     inflight = draw(st.integers(0, 8))
     signal = Signal(
@@ -696,8 +815,10 @@ def signals(draw: st.DrawFn, cfg: PolicyConfig) -> Signal:
         modal_available=draw(st.sampled_from([True, True, True, False])),
         spent_usd=0.0,
         estimates=estimates,
+        modal_starting_slots=draw(st.integers(0, 6)),
     )
-    cold_job_usd = sum(job_costs(dataclasses.replace(signal, modal_ready_slots=0), cfg, 1))
+    cold = dataclasses.replace(signal, modal_ready_slots=0, modal_starting_slots=0)
+    cold_job_usd = sum(job_costs(cold, cfg, 1))
     if draw(st.booleans()):
         left_usd = draw(st.integers(-2, 16)) * cold_job_usd / 2
         spent = max(0.0, budget_left(signal, cfg) - left_usd)
@@ -746,19 +867,41 @@ def waiting(signal: Signal) -> int:
     return max(0, signal.queued - max(0, signal.inhouse_slots - signal.inhouse_busy))
 
 
+def oldest_waiting(signal: Signal) -> int:
+    """How long the oldest job free slots will not take has waited (0 with none)."""
+    home = signal.queued - waiting(signal)
+    ages = signal.queue_ages_ms
+    return ages[home] if waiting(signal) and home < len(ages) else 0
+
+
+def too_long(cfg: PolicyConfig) -> Any:
+    return lambda s: cfg.spill_wait_ms > 0 and oldest_waiting(s) >= cfg.spill_wait_ms
+
+
+def entering(cfg: PolicyConfig) -> Any:
+    """The documented condition to start spilling: depth or the oldest wait."""
+    return lambda s: waiting(s) >= cfg.high_watermark or too_long(cfg)(s)
+
+
+def leaving(cfg: PolicyConfig) -> Any:
+    """... and to stop: the queue drained, and nobody waiting too long."""
+    return lambda s: waiting(s) <= cfg.low_watermark and not too_long(cfg)(s)
+
+
 def run_start(ticks: Sequence[tuple[int, Signal, Plan]], i: int, holds: Any) -> int:
-    """The time of the first tick of the unbroken run of `holds(waiting)` ending at i."""
+    """The time of the first tick of the unbroken run of `holds(signal)` ending at i."""
     j = i
-    while j > 0 and holds(waiting(ticks[j - 1][1])):
+    while j > 0 and holds(ticks[j - 1][1]):
         j -= 1
     return ticks[j][0]
 
 
 def job_costs(signal: Signal, cfg: PolicyConfig, n: int) -> list[float]:
     """The documented cost rule, restated: each job pays its share (1/concurrency) of a
-    container's GPU-seconds for the render, plus the cold start unless an idle ready slot
-    takes it."""
-    idle = max(0, signal.modal_ready_slots - signal.modal_inflight)
+    container's GPU-seconds for the render, plus the cold start unless an idle slot of a
+    container already up or starting takes it."""
+    up = signal.modal_ready_slots + signal.modal_starting_slots
+    idle = max(0, up - signal.modal_inflight)
     est = signal.estimates
     return [
         ((0 if k < idle else est.cold_start_ms) + est.modal_render_ms)
@@ -792,13 +935,12 @@ def test_mode_never_flaps_and_every_change_served_its_dwell(scenario: Scenario) 
         if last_change is not None:
             assert now_ms - last_change >= cfg.min_mode_ms
         if change.new is SPILL:
-            assert change.reason is Reason.DEPTH_ABOVE_HIGH
-            start = run_start(ticks, i, lambda q: q >= cfg.high_watermark)
-            assert now_ms - start >= cfg.enter_dwell_ms
+            deep = waiting(signal) >= cfg.high_watermark
+            assert change.reason is (Reason.DEPTH_ABOVE_HIGH if deep else Reason.WAIT_ABOVE_MAX)
+            assert now_ms - run_start(ticks, i, entering(cfg)) >= cfg.enter_dwell_ms
         else:
             assert change.reason is Reason.DEPTH_BELOW_LOW
-            start = run_start(ticks, i, lambda q: q <= cfg.low_watermark)
-            assert now_ms - start >= cfg.exit_dwell_ms
+            assert now_ms - run_start(ticks, i, leaving(cfg)) >= cfg.exit_dwell_ms
         mode, last_change = change.new, now_ms
 
 
@@ -823,7 +965,10 @@ def test_routing_respects_every_cap_and_accounts_for_every_job(scenario: Scenari
         overdue = sum(a >= cfg.queue_timeout_ms for a in signal.queue_ages_ms)
         assert plan.sent(MODAL, Reason.TIMEOUT_RESCUE) <= max(0, overdue - plan.count(INHOUSE))
         if plan.state.mode is NORMAL:
+            # Outside spill mode nothing boots: only idle slots already up take jobs.
             assert plan.sent(MODAL, Reason.MODAL_FASTER) == 0
+            up = signal.modal_ready_slots + signal.modal_starting_slots
+            assert plan.count(MODAL) <= max(overdue, up - signal.modal_inflight)
         assert 0 <= plan.autoscale.min_containers <= cfg.max_containers
         if plan.budget_left_usd <= 0:
             assert plan.autoscale.buffer_containers == 0
@@ -862,23 +1007,25 @@ def test_nothing_is_shed_while_capacity_remains(scenario: Scenario) -> None:
 def test_a_drained_queue_brings_the_mode_home_and_prewarm_lapses(
     scenario: Scenario, data: st.DataObject
 ) -> None:
-    """Once the queue has stayed at or below the low watermark for exit_dwell_ms plus
-    min_mode_ms the mode is NORMAL and nothing spills for speed; reactive pre-warm warms
-    only within prewarm_hold_ms of a tick where the queue rose below the high watermark."""
+    """Once the queue has stayed at or below the low watermark, with no job waiting
+    spill_wait_ms, for exit_dwell_ms plus min_mode_ms the mode is NORMAL and nothing
+    spills for speed; reactive pre-warm warms only within prewarm_hold_ms of a tick where
+    the queue rose below the high watermark."""
     cfg, t0, seq = scenario
     tail = data.draw(st.lists(signals(cfg), min_size=2, max_size=12))
     gap = (cfg.exit_dwell_ms + cfg.min_mode_ms) // (len(tail) - 1) + 1
     drained = []
     for s in tail:
         queued = min(s.queued, cfg.low_watermark)
-        drained.append(
-            (gap, dataclasses.replace(s, queued=queued, queue_ages_ms=s.queue_ages_ms[:queued]))
-        )
+        ages = s.queue_ages_ms[:queued]
+        if cfg.spill_wait_ms:
+            ages = tuple(min(age, cfg.spill_wait_ms - 1) for age in ages)
+        drained.append((gap, dataclasses.replace(s, queued=queued, queue_ages_ms=ages)))
     no_windows = dataclasses.replace(cfg, prewarm_windows=())
     ticks = simulate(no_windows, t0, [*seq, *drained])
     for i, (now_ms, signal, plan) in enumerate(ticks):
-        if signal.queued <= cfg.low_watermark:
-            start = run_start(ticks, i, lambda q: q <= cfg.low_watermark)
+        if leaving(cfg)(signal):
+            start = run_start(ticks, i, leaving(cfg))
             if now_ms - start >= cfg.exit_dwell_ms + cfg.min_mode_ms:
                 assert plan.state.mode is NORMAL
                 assert plan.sent(MODAL, Reason.MODAL_FASTER) == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from scheduler import cli, validation
-from scheduler.policy import Mode, PolicyConfig, decide
+from scheduler.policy import Mode, PolicyConfig, Reason, decide
 from scheduler.sim import (
     POLICY_NAMES,
     InhouseModel,
@@ -147,7 +147,7 @@ def test_the_queue_bound_refuses_arrivals_as_shed() -> None:
     trace_ = parse_trace("arrival_s,render_s\n0,100\n1,10\n2,10\n3,10\n4,10\n")
     for policy in POLICY_NAMES:
         result = simulate(trace_, config(slots=1, policy={"max_queued": 2}), policy)
-        if policy in ("always-spill", "bound"):
+        if policy in ("always-spill", "bound", "oracle"):
             continue  # Modal takes them, so the queue never fills
         assert [j.outcome for j in result.jobs] == [Outcome.COMPLETED] * 3 + [Outcome.SHED] * 2
         assert summarize(result)["shed"] == 2
@@ -181,10 +181,13 @@ def test_spillway_rescues_one_timed_out_job_on_modal_and_sheds_the_one_it_cannot
 
 def test_spillway_runs_the_real_policy_through_a_burst() -> None:
     """Twelve 60 s jobs at once on 2 slots (watermarks 4/1, enter dwell 2 s, exit dwell
-    10 s): the real `decide` waits out the enter dwell, spills at 2 s only the 8 jobs
-    Modal finishes sooner (30 s cold start + 60 s beats waiting a round or more), keeps
-    the 2 next in line, and returns to normal 10 s after the in-house queue empties at
-    60 s: two mode changes."""
+    10 s, spill wait 30 s): the real `decide` waits out the enter dwell and at 2 s spills
+    the 9 jobs Modal finishes sooner (30 s cold start + 60 s beats the 90 s or more the
+    in-house line would take them) and keeps the next in line, job 11. The in-house queue
+    is then at the low watermark: back to normal at 12 s. Job 11 has waited 30 s at
+    30 s: spill mode again at 32 s (Modal, all booting, would be no sooner for it), and
+    normal at 70 s, 10 s after it went in-house. The containers bill their boot, render
+    and a 10 s drain window: 9 x 100 s."""
     assert get_policy("spillway").decide is decide
     policy = {
         "high_watermark": 4,
@@ -192,23 +195,29 @@ def test_spillway_runs_the_real_policy_through_a_burst() -> None:
         "enter_dwell_ms": 2_000,
         "exit_dwell_ms": 10_000,
         "min_mode_ms": 10_000,
+        "spill_wait_ms": 30_000,
+        "drain_scaledown_window_s": 10,
         "max_spill_per_decision": 100,
     }
     cfg = config(slots=2, policy=policy, snapshot_after=100)
     result = run("burst_12.csv", cfg, "spillway")
     spilled = [j for j in result.jobs if j.pool is Pool.MODAL]
-    assert [j.index for j in spilled] == list(range(2, 10))
+    assert [j.index for j in spilled] == list(range(2, 11))
     assert {j.dispatch_ms for j in spilled} == {2_000}
     assert {j.latency_ms for j in spilled} == {92_000}
-    assert [(t.at_ms, t.new) for t in result.transitions] == [
-        (2_000, Mode.SPILL),
-        (70_000, Mode.NORMAL),
+    assert result.jobs[11].dispatch_ms == 60_000
+    assert [(t.at_ms, t.new, t.reason) for t in result.transitions] == [
+        (2_000, Mode.SPILL, Reason.DEPTH_ABOVE_HIGH),
+        (12_000, Mode.NORMAL, Reason.DEPTH_BELOW_LOW),
+        (32_000, Mode.SPILL, Reason.WAIT_ABOVE_MAX),
+        (70_000, Mode.NORMAL, Reason.DEPTH_BELOW_LOW),
     ]
     modes = [(s.t_ms, s.mode) for s in result.series]
     assert (2_000, Mode.SPILL) in modes and (70_000, Mode.NORMAL) in modes
     summary = summarize(result)
-    assert summary["spilled"] == 8 and summary["mode_changes"] == 2
+    assert summary["spilled"] == 9 and summary["mode_changes"] == 4
     assert summary["completed"] == 12 and summary["latency_s"]["max"] == 120.0
+    assert summary["modal_gpu_s"] == 900.0
 
 
 def test_plain_hysteresis_spills_at_once_and_flips_straight_back() -> None:
@@ -223,8 +232,8 @@ def test_plain_hysteresis_spills_at_once_and_flips_straight_back() -> None:
 
 def test_a_prewarm_window_boots_containers_only_when_the_clock_lines_up() -> None:
     """A window 08:00-08:10 keeps one container warm: a run starting at 08:00 boots it at
-    once (billed 30 s boot + 60 s idle once the trace is over at 5 s), one starting at
-    07:00 does not."""
+    once (billed its 30 s boot and, once the trace is over at 5 s, the 10 s drain
+    window), one starting at 07:00 does not."""
     toml = """
         start_utc = "{start}"
         [inhouse]
@@ -238,7 +247,7 @@ def test_a_prewarm_window_boots_containers_only_when_the_clock_lines_up() -> Non
     trace_ = parse_trace("arrival_s,render_s\n0,5\n")
     at_eight = simulate(trace_, parse_config(toml.format(start="08:00")), "spillway")
     at_seven = simulate(trace_, parse_config(toml.format(start="07:00")), "spillway")
-    assert at_eight.modal_gpu_ms == 90_000 and at_eight.cold_starts == 1
+    assert at_eight.modal_gpu_ms == 40_000 and at_eight.cold_starts == 1
     assert at_seven.modal_gpu_ms == 0 and at_seven.cold_starts == 0
 
 

@@ -6,6 +6,7 @@ Nothing in this package does I/O or reads a clock; `scheduler.dispatcher` feeds 
 from scheduler.policy.config import PolicyConfig, PrewarmWindow
 from scheduler.policy.decide import cost_usd, decide, retry_after_s
 from scheduler.policy.estimates import quantile
+from scheduler.policy.meter import Meter
 from scheduler.policy.model import (
     Autoscale,
     Decision,
@@ -23,6 +24,7 @@ __all__ = [
     "Autoscale",
     "Decision",
     "Estimates",
+    "Meter",
     "Mode",
     "Plan",
     "PolicyConfig",

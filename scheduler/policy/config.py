@@ -36,17 +36,28 @@ class PolicyConfig:
     warm, paid-for containers, and the next rise boot more (tools/bench_policies.py)."""
     min_mode_ms: int = 10_000
     """No mode change sooner than this after the last: no input can make it flap faster."""
+    spill_wait_ms: int = 30_000
+    """The oldest job waiting for in-house (beyond the free slots) having waited this long
+    also starts spilling (after `enter_dwell_ms`), however short the queue: a queue of
+    long renders on a small fleet keeps jobs waiting below any depth; 0 turns it off."""
     max_spill_per_decision: int = 8
-    spawn_rate_per_s: float = 1.0
+    spawn_rate_per_s: float = 2.0
     """Spawns on the second fleet refill at this rate (a token bucket shared by every
-    replica, in the policy's state); 0 turns the limit off."""
-    spawn_burst: int = 8
+    replica, in the policy's state); 0 turns the limit off. Above what a 10x crowd on 16
+    slots sends (about 1.6 a second): the bucket bounds stampedes, not throughput."""
+    spawn_burst: int = 16
     """The bucket's size: the most spawns at one instant after a quiet spell."""
     max_containers: int = 10
     concurrency: int = 1
     """Inputs one Modal container renders at once."""
     buffer_containers: int = 1
+    """Idle spares the autoscaler keeps while jobs wait for in-house; none once drained."""
     scaledown_window_s: int = 300
+    """How long an idle container stays up while jobs wait for in-house (the deployed
+    value)."""
+    drain_scaledown_window_s: int = 10
+    """... and once the in-house queue has drained (at or below the low watermark): nothing
+    waits for the idle containers then, and every second they idle is billed."""
     gpu_usd_per_s: float = 0.001097
     """What one Modal GPU-second costs (an H100 at about $3.95 an hour)."""
     budget_usd_month: float = 10_000.0
@@ -66,6 +77,11 @@ class PolicyConfig:
     modal_render_ms: int = 60_000
     cold_start_ms: int = 30_000
     """Estimates used until renders and cold starts have been observed."""
+    cold_start_stale_ms: int = 300_000
+    """Cold-start samples that have not changed for this long may no longer claim a boot
+    slower than `cold_start_ms` (a deploy's first full boots would otherwise keep the
+    policy off the second fleet long after its snapshot restores became fast); 0 keeps
+    them for good."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -87,8 +103,10 @@ class PolicyConfig:
             "enter_dwell_ms",
             "exit_dwell_ms",
             "min_mode_ms",
+            "spill_wait_ms",
             "buffer_containers",
             "scaledown_window_s",
+            "drain_scaledown_window_s",
             "gpu_usd_per_s",
             "spawn_rate_per_s",
             "budget_usd_month",
@@ -98,6 +116,7 @@ class PolicyConfig:
             "inhouse_render_ms",
             "modal_render_ms",
             "cold_start_ms",
+            "cold_start_stale_ms",
         ):
             value = getattr(self, name)
             if not math.isfinite(value):

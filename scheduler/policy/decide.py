@@ -3,11 +3,16 @@
 Pure and deterministic: no I/O, no clock, no randomness, so the dispatcher and a
 simulator run the very same code. A decision is composed of small named steps:
 
+0. `_discount_stale_cold_starts`: the expected cold start (the mean of the samples)
+   that has not changed for `cold_start_stale_ms` may claim no more than the configured
+   `cold_start_ms`: a deploy's first full boots would otherwise keep the policy off the
+   second fleet long after its snapshot restores became fast.
 1. `_hysteresis`, on the in-house queue (queued jobs that free in-house slots will not
-   take at once): NORMAL -> SPILL once it has stayed at or above the high
-   watermark for `enter_dwell_ms`; SPILL -> NORMAL once it has stayed at or below the
-   low watermark for `exit_dwell_ms`; never two changes within `min_mode_ms`. A break
-   in the condition restarts its dwell.
+   take at once): NORMAL -> SPILL once it has stayed at or above the high watermark,
+   or its oldest job has waited `spill_wait_ms` or more, for `enter_dwell_ms`;
+   SPILL -> NORMAL once it has stayed at or below the low watermark with no job
+   waiting that long for `exit_dwell_ms`; never two changes within `min_mode_ms`. A
+   break in the condition restarts its dwell.
 2. `_sample_rise`: the queue's rise rate over `rate_window_ms`; rising at least
    `prewarm_rise_per_min` below the high watermark arms reactive pre-warm for
    `prewarm_hold_ms` (re-armed while it keeps rising).
@@ -15,11 +20,15 @@ simulator run the very same code. A decision is composed of small named steps:
    - INHOUSE: as many as there are free in-house slots.
    - MODAL (timeout_rescue): jobs that have waited `queue_timeout_ms` go to Modal,
      in any mode, while it has room and budget.
-   - MODAL (modal_faster), in SPILL mode only: one job at a time while Modal is
-     expected to finish it sooner than the last job waiting in-house would finish
-     (Modal: the cold-start quantile unless a ready container is idle, plus its render
-     time; in-house: the rounds of renders ahead of that job). Each spill is a
-     marginal decision: it shortens the in-house line by one.
+   - MODAL, one job at a time while Modal is expected to finish it sooner than the
+     last job waiting in-house would finish. Modal: the idle slots of containers
+     already up (ready ones at once, starting ones after half a cold start), then a
+     new container after the mean cold start; plus its render time. In-house: the job
+     at position p starts once p + 1 busy slots have freed, at slots / render a
+     second, then renders. Each spill is a marginal decision: it shortens the in-house
+     line by one. In SPILL mode any container may take it (modal_faster); in NORMAL
+     mode only one already up and paid for (modal_warm): booting one is what the mode
+     decides.
    - Caps on every spill: Modal in-flight never exceeds max_containers x concurrency,
      the month's spend plus what in-flight work will cost plus this job never exceeds
      the budget, at most `max_spill_per_decision` jobs spill per decision, and spawns
@@ -30,15 +39,20 @@ simulator run the very same code. A decision is composed of small named steps:
    - HOLD: the rest wait in the control-plane queue, with the reason that stopped them.
 4. `_autoscale`: Modal's `min_containers` is the largest of the scheduled pre-warm
    window now open and reactive pre-warm, limited to what the budget left pays to keep
-   idle until the pre-warm ends plus one scaledown window; `buffer_containers` to what
-   it pays to keep idle for one scaledown window. Drain-back needs no rule of its own:
-   back in NORMAL mode nothing spills, pre-warm lapses, and Modal scales to zero.
+   idle until the pre-warm ends plus one scaledown window. While jobs wait for
+   in-house (above the low watermark) the scaledown window is `scaledown_window_s`
+   and, in SPILL mode, `buffer_containers` spares are kept (as many as the budget left
+   pays to idle for a window); once the queue has drained, the window is
+   `drain_scaledown_window_s` and no spare is kept: nothing waits for an idle
+   container then, and Modal bills every second it idles. Drain-back needs no other
+   rule: back in NORMAL mode nothing boots, pre-warm lapses, idle containers stop
+   within the short window, and Modal scales to zero.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from scheduler.policy.config import PolicyConfig, PrewarmWindow
 from scheduler.policy.model import (
@@ -57,6 +71,7 @@ _DAY_S = 86_400
 
 
 def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int) -> Plan:
+    state, signal = _discount_stale_cold_starts(state, signal, config, now_ms)
     state, transition = _hysteresis(state, signal, config, now_ms)
     state = _sample_rise(state, signal, config, now_ms)
     budget_left = _budget_left(signal, config)
@@ -73,7 +88,7 @@ def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
     return Plan(
         state=state,
         decisions=decisions,
-        autoscale=_autoscale(state, config, now_ms, budget_left),
+        autoscale=_autoscale(state, signal, config, now_ms, budget_left),
         transition=transition,
         shed_waits_over_ms=shed_over,
         recheck_at_ms=recheck,
@@ -89,6 +104,30 @@ def spill_finish_ms(signal: Signal) -> int:
     est = signal.estimates
     warm = signal.modal_ready_slots > signal.modal_inflight
     return est.modal_render_ms + (0 if warm else est.cold_start_ms)
+
+
+def _discount_stale_cold_starts(
+    state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
+) -> tuple[PolicyState, Signal]:
+    """Cold starts that have not changed for `cold_start_stale_ms` say little about the
+    next boot: the fleet moves on (a deploy's first boots are in full, later ones
+    restore its snapshot), and a policy that spills no more because boots were slow
+    never sees them get fast. So stale samples may no longer claim a boot slower than
+    the configured estimate."""
+    seen = signal.estimates.expected_cold_ms
+    if seen != state.cold_seen_ms:
+        return replace(state, cold_seen_ms=seen, cold_seen_at_ms=now_ms), signal
+    if seen <= config.cold_start_ms or now_ms < _stale_at_ms(state, config):
+        return state, signal
+    estimates = replace(signal.estimates, cold_start_mean_ms=config.cold_start_ms)
+    return state, replace(signal, estimates=estimates)
+
+
+def _stale_at_ms(state: PolicyState, config: PolicyConfig) -> float:
+    """When the cold starts last seen go stale (never, with the limit off)."""
+    if not config.cold_start_stale_ms:
+        return math.inf
+    return state.cold_seen_at_ms + config.cold_start_stale_ms
 
 
 def spawn_tokens(state: PolicyState, config: PolicyConfig, now_ms: int) -> float:
@@ -109,13 +148,14 @@ def retry_after_s(signal: Signal, config: PolicyConfig) -> int:
 def _hysteresis(
     state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
 ) -> tuple[PolicyState, Transition | None]:
-    # The in-house queue: jobs that free slots will not take at once.
-    waiting = max(0, signal.queued - max(0, signal.inhouse_slots - signal.inhouse_busy))
+    waiting = _waiting(signal)
     if state.mode is Mode.NORMAL:
         leaving = waiting >= config.high_watermark
         dwell_ms, new, reason = config.enter_dwell_ms, Mode.SPILL, Reason.DEPTH_ABOVE_HIGH
+        if not leaving and _waited_too_long(signal, config):
+            leaving, reason = True, Reason.WAIT_ABOVE_MAX
     else:
-        leaving = waiting <= config.low_watermark
+        leaving = waiting <= config.low_watermark and not _waited_too_long(signal, config)
         dwell_ms, new, reason = config.exit_dwell_ms, Mode.NORMAL, Reason.DEPTH_BELOW_LOW
     if not leaving:
         return replace(state, pending_since_ms=None), None
@@ -124,6 +164,24 @@ def _hysteresis(
         changed = replace(state, mode=new, mode_since_ms=now_ms, pending_since_ms=None)
         return changed, Transition(now_ms, state.mode, new, reason, waiting)
     return replace(state, pending_since_ms=since), None
+
+
+def _waiting(signal: Signal) -> int:
+    """The in-house queue: queued jobs that free in-house slots will not take at once."""
+    return max(0, signal.queued - max(0, signal.inhouse_slots - signal.inhouse_busy))
+
+
+def _oldest_waiting_ms(signal: Signal) -> int:
+    """How long the oldest job of the in-house queue has waited (0 with none): free slots
+    take the head of the line, where the oldest jobs are."""
+    waiting = _waiting(signal)
+    home = signal.queued - waiting
+    ages = signal.queue_ages_ms
+    return ages[home] if waiting and home < len(ages) else 0
+
+
+def _waited_too_long(signal: Signal, config: PolicyConfig) -> bool:
+    return config.spill_wait_ms > 0 and _oldest_waiting_ms(signal) >= config.spill_wait_ms
 
 
 def _may_change(state: PolicyState, config: PolicyConfig, now_ms: int) -> bool:
@@ -165,7 +223,7 @@ def _route(
     home = min(signal.queued, free_inhouse)
     waiting = signal.queued - home
     room = max(0, config.modal_cap - signal.modal_inflight) if signal.modal_available else 0
-    idle_ready = max(0, signal.modal_ready_slots - signal.modal_inflight)
+    idle = _IdleSlots.of(signal)
     # In-house takes the head of the line, which is where the oldest jobs are.
     overdue = max(0, sum(age >= config.queue_timeout_ms for age in signal.queue_ages_ms) - home)
     overdue = min(overdue, waiting)
@@ -189,7 +247,8 @@ def _route(
         return None
 
     def _next_cost() -> float:
-        cold_ms = est.cold_start_ms if spilled >= idle_ready else 0
+        # A container already up or starting is paid for: only the next one boots.
+        cold_ms = est.cold_start_ms if spilled >= idle.paid else 0
         return cost_usd(cold_ms + est.modal_render_ms, config)
 
     stop: Reason | None = None
@@ -198,10 +257,15 @@ def _route(
         spilled += 1
     rescued = spilled
 
-    if mode is Mode.NORMAL:
-        stop = stop or Reason.NORMAL_MODE
-    while stop is None and spilled < waiting and (stop := limit()) is None:
-        if not _modal_sooner(waiting - spilled - 1, spilled, idle_ready, signal, config):
+    while stop is None and spilled < waiting:
+        # Outside spill mode only containers already paid for take jobs: booting one is
+        # what the mode decides.
+        if mode is Mode.NORMAL and spilled >= idle.paid:
+            stop = Reason.NORMAL_MODE
+            break
+        if (stop := limit()) is not None:
+            break
+        if not _modal_sooner(waiting - spilled - 1, spilled, idle, signal):
             stop = Reason.INHOUSE_SOONER
             break
         cost += _next_cost()
@@ -213,7 +277,8 @@ def _route(
     if rescued:
         decisions.append(Decision(Target.MODAL, rescued, Reason.TIMEOUT_RESCUE))
     if spilled > rescued:
-        decisions.append(Decision(Target.MODAL, spilled - rescued, Reason.MODAL_FASTER))
+        faster = Reason.MODAL_FASTER if mode is Mode.SPILL else Reason.MODAL_WARM
+        decisions.append(Decision(Target.MODAL, spilled - rescued, faster))
     shed = 0
     # Caps that lift by themselves within moments never shed.
     if overdue > rescued and stop not in (None, Reason.SPILL_STEP_CAP, Reason.SPAWN_RATE):
@@ -224,42 +289,78 @@ def _route(
     return tuple(decisions), (config.queue_timeout_ms if shed else None)
 
 
-def _modal_sooner(
-    position: int, spilled: int, idle_ready: int, signal: Signal, config: PolicyConfig
-) -> bool:
+@dataclass(frozen=True)
+class _IdleSlots:
+    """Modal input slots nobody uses, on containers already up or on their way: the
+    first spills take them (ready ones first, as Modal routes), at no boot's cost."""
+
+    ready: int
+    starting: int
+
+    @classmethod
+    def of(cls, signal: Signal) -> _IdleSlots:
+        # Modal runs inputs on ready containers first, so in-flight work fills those.
+        ready = max(0, signal.modal_ready_slots - signal.modal_inflight)
+        total = signal.modal_ready_slots + signal.modal_starting_slots - signal.modal_inflight
+        return cls(ready, max(0, total) - ready)
+
+    @property
+    def paid(self) -> int:
+        return self.ready + self.starting
+
+
+def _modal_sooner(position: int, spilled: int, idle: _IdleSlots, signal: Signal) -> bool:
     """Whether Modal finishes one more job sooner than the in-house fleet would finish
-    the job at `position` in its line (0 is next)."""
+    the job at `position` in its line (0 is next), both in expectation."""
     est = signal.estimates
-    modal_ms = (0 if spilled < idle_ready else est.cold_start_ms) + est.modal_render_ms
+    if spilled < idle.ready:
+        wait_ms = 0
+    elif spilled < idle.paid:
+        # A container on its way is, on average, halfway through its boot.
+        wait_ms = est.expected_cold_ms // 2
+    else:
+        # The mean over the cold-start distribution, failed restores and all: the p90
+        # would hold jobs in-house that Modal finishes sooner nine times in ten.
+        wait_ms = est.expected_cold_ms
     if signal.inhouse_slots == 0:
         return True
-    # Every slot is busy; on average the current renders are half done.
-    start_ms = (position // signal.inhouse_slots) * est.inhouse_render_ms
-    inhouse_ms = start_ms + est.inhouse_render_ms // 2 + est.inhouse_render_ms
-    return modal_ms < inhouse_ms
+    # Busy slots free at about slots / render a second: the job at `position` starts
+    # once position + 1 of them have.
+    start_ms = (position + 1) * est.inhouse_render_ms // signal.inhouse_slots
+    return wait_ms + est.modal_render_ms < start_ms + est.inhouse_render_ms
 
 
 def _autoscale(
-    state: PolicyState, config: PolicyConfig, now_ms: int, budget_left: float
+    state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int, budget_left: float
 ) -> Autoscale:
     second = (now_ms // 1000) % _DAY_S
     open_windows = [w for w in config.prewarm_windows if w.covers(second)]
     scheduled = max((w.containers for w in open_windows), default=0)
     reactive = config.prewarm_containers if now_ms < state.prewarm_until_ms else 0
     wanted = min(max(scheduled, reactive), config.max_containers)
+    # Once the in-house queue has drained nothing waits for an idle container, and it
+    # bills every second it idles: short tails, and no spare.
+    drained = _waiting(signal) <= config.low_watermark
+    # Never longer than the deployed window: the drained tail only ever shortens it.
+    window_s = (
+        min(config.drain_scaledown_window_s, config.scaledown_window_s)
+        if drained
+        else config.scaledown_window_s
+    )
+    spare = state.mode is Mode.SPILL and not drained
+    buffer = min(config.buffer_containers, config.max_containers) if spare else 0
     # A warm container bills while it idles: until the pre-warm ends, then through its
     # scaledown window. Keep only as many as the budget left pays for that long.
     warm_s = max(
         [_seconds_left(w, second) for w in open_windows]
         + [max(0, state.prewarm_until_ms - now_ms) // 1000]
     )
-    affordable = _affordable(budget_left, warm_s + config.scaledown_window_s, config)
-    buffer = min(config.buffer_containers, config.max_containers)
+    affordable = _affordable(budget_left, warm_s + window_s, config)
     return Autoscale(
         min_containers=max(0, min(wanted, affordable)),
-        buffer_containers=min(buffer, _affordable(budget_left, config.scaledown_window_s, config)),
+        buffer_containers=min(buffer, _affordable(budget_left, window_s, config)),
         max_containers=config.max_containers,
-        scaledown_window_s=config.scaledown_window_s,
+        scaledown_window_s=window_s,
     )
 
 
@@ -289,6 +390,14 @@ def _recheck_at(
         times.append(earliest)
     if state.prewarm_until_ms > now_ms:
         times.append(state.prewarm_until_ms)
+    if state.mode is Mode.NORMAL and config.spill_wait_ms and _waiting(signal):
+        # When the oldest job will have waited long enough to start spilling.
+        times.append(now_ms + max(0, config.spill_wait_ms - _oldest_waiting_ms(signal)))
+    stale_at = _stale_at_ms(state, config)
+    slow = state.cold_seen_ms > config.cold_start_ms
+    if _waiting(signal) and slow and now_ms < stale_at < math.inf:
+        # Slow cold starts going stale may let the line spill.
+        times.append(int(stale_at))
     if config.prewarm_rise_per_min > 0 and signal.queued:
         times.append(state.depth_ref_ms + config.rate_window_ms)
     waits = [a for a in signal.queue_ages_ms if a < config.queue_timeout_ms]

@@ -32,10 +32,14 @@ def estimate(
     cold_starts: Sequence[int],
     config: PolicyConfig,
 ) -> Estimates:
-    """The estimates from recent samples (ms): median renders, a p90 cold start; the
-    config's until there are samples. The scheduler and the simulator both use it."""
+    """The estimates from recent samples (ms): median renders, a p90 and the mean of cold
+    starts; the config's until there are samples. The scheduler and the simulator both
+    use it."""
     return Estimates(
         inhouse_render_ms=quantile(inhouse_renders, RENDER_QUANTILE, config.inhouse_render_ms),
         modal_render_ms=quantile(spill_renders, RENDER_QUANTILE, config.modal_render_ms),
         cold_start_ms=quantile(cold_starts, COLD_QUANTILE, config.cold_start_ms),
+        cold_start_mean_ms=(
+            sum(cold_starts) // len(cold_starts) if cold_starts else config.cold_start_ms
+        ),
     )

@@ -29,6 +29,7 @@ class Target(StrEnum):
 class Reason(StrEnum):
     INHOUSE_SLOT_FREE = "inhouse_slot_free"
     MODAL_FASTER = "modal_faster"
+    MODAL_WARM = "modal_warm"
     TIMEOUT_RESCUE = "timeout_rescue"
     NORMAL_MODE = "normal_mode"
     INHOUSE_SOONER = "inhouse_sooner"
@@ -41,6 +42,7 @@ class Reason(StrEnum):
     QUEUE_FULL = "queue_full"
     DEPTH_ABOVE_HIGH = "depth_above_high"
     DEPTH_BELOW_LOW = "depth_below_low"
+    WAIT_ABOVE_MAX = "wait_above_max"
 
     @property
     def description(self) -> str:
@@ -50,6 +52,7 @@ class Reason(StrEnum):
 _DESCRIPTIONS = {
     Reason.INHOUSE_SLOT_FREE: "an in-house slot is free",
     Reason.MODAL_FASTER: "Modal is expected to finish it sooner than waiting in-house",
+    Reason.MODAL_WARM: "a Modal container already up and paid for is idle and takes it sooner",
     Reason.TIMEOUT_RESCUE: "it has waited the queue timeout and Modal has room",
     Reason.NORMAL_MODE: "not spilling: the in-house queue is below the high watermark",
     Reason.INHOUSE_SOONER: "waiting in-house is expected to finish it sooner than Modal",
@@ -62,6 +65,7 @@ _DESCRIPTIONS = {
     Reason.QUEUE_FULL: "the control-plane queue is at its bound",
     Reason.DEPTH_ABOVE_HIGH: "in-house queue depth stayed at or above the high watermark",
     Reason.DEPTH_BELOW_LOW: "in-house queue depth stayed at or below the low watermark",
+    Reason.WAIT_ABOVE_MAX: "the oldest job waiting for in-house stayed past spill_wait_s",
 }
 
 
@@ -73,6 +77,13 @@ class Estimates:
     modal_render_ms: int
     cold_start_ms: int
     """A high quantile of observed cold starts: they are fat-tailed."""
+    cold_start_mean_ms: int | None = None
+    """Their mean: what a spill that boots a container expects to wait, over the whole
+    distribution (failed restores included); None: `cold_start_ms`."""
+
+    @property
+    def expected_cold_ms(self) -> int:
+        return self.cold_start_ms if self.cold_start_mean_ms is None else self.cold_start_mean_ms
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,9 @@ class Signal:
     spent_usd: float
     """Modal spend metered so far this month."""
     estimates: Estimates
+    modal_starting_slots: int = 0
+    """Inputs the containers still waiting for a GPU, booting or restoring will take once
+    up (busy or not); not counted in `modal_ready_slots`."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,10 @@ class PolicyState:
     """The spawn bucket as the last decision that spilled left it, and when; -1: no
     spill yet, a full bucket. Refilled lazily, so a decision that spills nothing leaves
     the state (and Redis) untouched."""
+    cold_seen_ms: int = 0
+    cold_seen_at_ms: int = 0
+    """The expected cold start the estimates last gave, and when it last changed (a new
+    sample): what tells stale cold-start samples apart."""
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,16 @@ models of the in-house fleet and of Modal (`spillway simulate`).
 - `trace`: the CSV trace (`load_trace`, `parse_trace` -> `TraceJob`s);
 - `config`: the TOML fleet and policy model (`load_config`, `parse_config` ->
   `SimConfig`), every key optional and documented there;
-- `fleets`: the in-house fleet, Modal's containers (`ContainerFleet`) and the warm,
-  busy-billed lower bound (`WarmFleet`);
-- `policies`: `spillway`, `hysteresis`, `always-spill`, `inhouse-only`, `bound`, each
+- `fleets`: the in-house fleet, Modal's containers and queue (`ContainerFleet`: boots
+  and restores drawn from distributions, GPU scarcity, the policy's autoscaler settings,
+  billed by `scheduler.policy.meter`) and the warm, busy-billed lower bound
+  (`WarmFleet`);
+- `draws`: the seeded random draws (`SimConfig.seed`), one stream per container and job;
+- `policies`: `spillway`, `hysteresis`, `always-spill`, `inhouse-only`, `bound`, `oracle`, each
   a function with `decide`'s signature (`POLICIES`, `get_policy`);
 - `engine`: `simulate(trace, config, policy) -> RunResult` (per-job records, mode
-  changes, time series, Modal GPU time and cost);
+  changes, time series with ready and starting containers apart, Modal container time
+  and cost);
 - `report`: `summarize(result)` and its JSON-lines and table forms;
 - `plot`: `plot_runs(results, path)`, the runs over time as a PNG (`--plot`; needs
   matplotlib, the `sim` extra, imported only then).

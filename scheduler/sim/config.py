@@ -9,17 +9,25 @@ Every key with its default:
     start_utc = "00:00"         # UTC time of day (HH:MM or HH:MM:SS) the trace starts at:
                                 # the policy's clock is that offset plus the virtual clock,
                                 # so pre-warm windows line up
+    seed = 0                    # the random draws below: same trace, config and seed,
+                                # same output, byte for byte
     [inhouse]
     slots = 8                   # in-house renders at once; a job renders for its render_s
     [modal]
-    cold_start_s = 60           # a full boot (SGLang start, warm-up, snapshot taken)
-    cold_start_snapshot_s = 15  # a boot that restores the GPU snapshot
-    snapshot_after = 1          # boots in full before restores apply (after a deploy)
+    cold_start_s = 60           # a full boot (SGLang start, warm-up, snapshot taken): p50
+    cold_start_p99_s = 60       # ... and p99 of a lognormal (default: the p50, no spread)
+    cold_start_snapshot_s = 15  # a boot that restores the GPU snapshot: p50
+    cold_start_snapshot_p99_s = 15
+    snapshot_after = 1          # full boots that must have finished before restores apply
+    restore_failure_rate = 0    # a restore fails and falls back to a full boot (0 to 1)
+    gpu_wait_s = 0              # GPU scarcity: p50 of the wait before Modal grants a
+    gpu_wait_p99_s = 0          # container its GPU (unbilled); 0 grants at once
     concurrency = 1             # inputs one container renders at once
     max_containers = 10         # most containers up at once
     buffer_containers = 1       # idle containers kept beyond the busy ones while any runs
     scaledown_window_s = 300    # a container idle this long stops (an integer, as Modal's)
     render_speedup = 1.0        # a Modal render takes render_s / render_speedup
+    render_noise_p99 = 1.0      # ... times a lognormal factor with p50 1 and this p99
     gpu_usd_per_s = 0.001097    # one container-second (H100, about $3.95/h)
     budget_usd_month = 10000    # the policy's monthly budget; the run is a month's start
     [policy]                    # as the SPILLWAY_* variables of the same names:
@@ -28,9 +36,11 @@ Every key with its default:
     enter_dwell_s = 2
     exit_dwell_s = 240
     min_mode_s = 10
+    spill_wait_s = 30           # the oldest job waiting this long for in-house also spills
+    drain_scaledown_window_s = 10  # the scaledown window once the in-house queue drained
     max_spill_per_decision = 8
-    spawn_rate_per_s = 1        # spawns over time: a token bucket (0 turns it off)
-    spawn_burst = 8
+    spawn_rate_per_s = 2        # spawns over time: a token bucket (0 turns it off)
+    spawn_burst = 16
     queue_timeout_s = 1800      # applies to every policy
     max_queued = 10000          # applies to every policy
     prewarm_windows = []        # e.g. ["08:45-10:00=3"] (a window may wrap midnight)
@@ -41,10 +51,12 @@ Every key with its default:
     est_inhouse_render_s = 60   # estimates until renders and cold starts are observed
     est_spill_render_s = 60
     est_cold_start_s = 30
+    cold_start_stale_s = 300    # cold-start samples unchanged this long: no slower than that
 
 The policy's `max_containers`, `concurrency`, `buffer_containers`,
 `scaledown_window_s`, `gpu_usd_per_s` and `budget_usd_month` are the `[modal]` ones:
-the policy plans for the fleet it runs against.
+the policy plans for the fleet it runs against; the buffer and scaledown window it then
+asks for (`Plan.autoscale`) are the ones the simulated fleet applies.
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.policy import PolicyConfig, PrewarmWindow
+from scheduler.sim.draws import Z99, ContainerDraw, Spread
 
 _TIME_OF_DAY = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
 _WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})=(\d+)$")
@@ -75,24 +88,61 @@ class InhouseModel:
 @dataclass(frozen=True)
 class ModalModel:
     cold_start_ms: int = 60_000
+    """A full boot's p50."""
+    cold_start_p99_ms: int | None = None
+    """Its p99; None: the p50 (no spread)."""
     cold_start_snapshot_ms: int = 15_000
+    """A snapshot restore's p50."""
+    cold_start_snapshot_p99_ms: int | None = None
     snapshot_after: int = 1
+    """Full boots that must have finished before a container can restore the snapshot."""
+    restore_failure_rate: float = 0.0
+    """A restore that fails falls back to a full boot, after the time the restore took."""
+    gpu_wait_ms: int = 0
+    """GPU scarcity: the p50 of the unbilled wait before a container is granted its GPU."""
+    gpu_wait_p99_ms: int | None = None
     concurrency: int = 1
     max_containers: int = 10
     buffer_containers: int = 1
     scaledown_window_s: int = 300
     render_speedup: float = 1.0
+    render_noise_p99: float = 1.0
+    """A render on Modal takes a lognormal factor (p50 1, this p99) of its warm time."""
     gpu_usd_per_s: float = 0.001097
     budget_usd_month: float = 10_000.0
 
-    def boot_ms(self, boots_before: int) -> int:
-        """How long the next container boots, given how many booted before it."""
-        if boots_before < self.snapshot_after:
-            return self.cold_start_ms
-        return self.cold_start_snapshot_ms
+    @property
+    def full_boot(self) -> Spread:
+        return Spread(self.cold_start_ms, _or(self.cold_start_p99_ms, self.cold_start_ms))
 
-    def render_ms(self, warm_gpu_ms: int) -> int:
-        return max(1, round(warm_gpu_ms / self.render_speedup))
+    @property
+    def restore(self) -> Spread:
+        p50 = self.cold_start_snapshot_ms
+        return Spread(p50, _or(self.cold_start_snapshot_p99_ms, p50))
+
+    @property
+    def gpu_wait(self) -> Spread:
+        return Spread(self.gpu_wait_ms, _or(self.gpu_wait_p99_ms, self.gpu_wait_ms))
+
+    def boot(self, draw: ContainerDraw, *, full: bool) -> tuple[int, int]:
+        """(the wait for a GPU, the boot) of a container with this luck: a full boot, or
+        a restore (and a full boot after it if the restore fails)."""
+        if full:
+            boot_ms = self.full_boot.at(draw.full_boot_z)
+        else:
+            boot_ms = self.restore.at(draw.restore_z)
+            if draw.restore_fails_u < self.restore_failure_rate:
+                boot_ms += self.full_boot.at(draw.full_boot_z)
+        return self.gpu_wait.at(draw.gpu_wait_z), boot_ms
+
+    def render_ms(self, warm_gpu_ms: int, noise_z: float = 0.0) -> int:
+        """A render's time on Modal: its warm GPU time, sped up, times its noise."""
+        noise = math.exp(noise_z * math.log(self.render_noise_p99) / Z99)
+        return max(1, round(warm_gpu_ms / self.render_speedup * noise))
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -102,6 +152,8 @@ class SimConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """Its fleet fields must be the `modal` ones: build with `SimConfig.of`."""
     start_utc_s: int = 0
+    seed: int = 0
+    """Seeds every random draw of a run (`scheduler.sim.draws`)."""
 
     def __post_init__(self) -> None:
         mismatched = [
@@ -121,11 +173,12 @@ class SimConfig:
         modal: ModalModel | None = None,
         policy: PolicyConfig | None = None,
         start_utc_s: int = 0,
+        seed: int = 0,
     ) -> SimConfig:
         """A configuration whose policy plans for this Modal fleet."""
         modal = modal or ModalModel()
         policy = replace(policy or PolicyConfig(), **_fleet_fields(modal))
-        return cls(inhouse or InhouseModel(), modal, policy, start_utc_s)
+        return cls(inhouse or InhouseModel(), modal, policy, start_utc_s, seed)
 
     @property
     def start_ms(self) -> int:
@@ -162,19 +215,31 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
     modal = top.table("modal")
     policy = top.table("policy")
     start = top.time_of_day("start_utc", "00:00")
+    seed = top.integer("seed", 0, low=0)
     top.done()
 
     inhouse_model = InhouseModel(slots=inhouse.integer("slots", 8, low=0))
     inhouse.done()
+    full_s = modal.number("cold_start_s", 60)
+    restore_s = modal.number("cold_start_snapshot_s", 15)
+    wait_s = modal.number("gpu_wait_s", 0)
     modal_model = ModalModel(
-        cold_start_ms=modal.seconds_ms("cold_start_s", 60),
-        cold_start_snapshot_ms=modal.seconds_ms("cold_start_snapshot_s", 15),
+        cold_start_ms=round(full_s * 1000),
+        cold_start_p99_ms=modal.p99_ms("cold_start_p99_s", "cold_start_s", full_s),
+        cold_start_snapshot_ms=round(restore_s * 1000),
+        cold_start_snapshot_p99_ms=modal.p99_ms(
+            "cold_start_snapshot_p99_s", "cold_start_snapshot_s", restore_s
+        ),
         snapshot_after=modal.integer("snapshot_after", 1, low=0),
+        restore_failure_rate=modal.fraction("restore_failure_rate", 0.0),
+        gpu_wait_ms=round(wait_s * 1000),
+        gpu_wait_p99_ms=modal.p99_ms("gpu_wait_p99_s", "gpu_wait_s", wait_s),
         concurrency=modal.integer("concurrency", 1, low=1),
         max_containers=modal.integer("max_containers", 10, low=1),
         buffer_containers=modal.integer("buffer_containers", 1, low=0),
         scaledown_window_s=modal.integer("scaledown_window_s", 300, low=0),
         render_speedup=modal.number("render_speedup", 1.0, positive=True),
+        render_noise_p99=modal.number("render_noise_p99", 1.0, low=1.0),
         gpu_usd_per_s=modal.number("gpu_usd_per_s", 0.001097),
         budget_usd_month=modal.number("budget_usd_month", 10_000.0),
     )
@@ -187,6 +252,10 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
             enter_dwell_ms=policy.seconds_ms("enter_dwell_s", defaults.enter_dwell_ms / 1000),
             exit_dwell_ms=policy.seconds_ms("exit_dwell_s", defaults.exit_dwell_ms / 1000),
             min_mode_ms=policy.seconds_ms("min_mode_s", defaults.min_mode_ms / 1000),
+            spill_wait_ms=policy.seconds_ms("spill_wait_s", defaults.spill_wait_ms / 1000),
+            drain_scaledown_window_s=policy.integer(
+                "drain_scaledown_window_s", defaults.drain_scaledown_window_s, low=0
+            ),
             max_spill_per_decision=policy.integer(
                 "max_spill_per_decision", defaults.max_spill_per_decision, low=1
             ),
@@ -214,6 +283,9 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
                 "est_spill_render_s", defaults.modal_render_ms / 1000
             ),
             cold_start_ms=policy.seconds_ms("est_cold_start_s", defaults.cold_start_ms / 1000),
+            cold_start_stale_ms=policy.seconds_ms(
+                "cold_start_stale_s", defaults.cold_start_stale_ms / 1000
+            ),
             **_fleet_fields(modal_model),
         )
     except ValueError as exc:
@@ -222,7 +294,7 @@ def parse_config(text: str, name: str = "<config>") -> SimConfig:
         # Rules across keys (low below high watermark); the message names the fields.
         raise SimConfigError(f"{name}: [policy] {exc}") from None
     policy.done()
-    return SimConfig(inhouse_model, modal_model, knobs, start)
+    return SimConfig(inhouse_model, modal_model, knobs, start, seed)
 
 
 class _Table:
@@ -262,7 +334,9 @@ class _Table:
             raise self._fail(key, value, f"must be at least {low}")
         return value
 
-    def number(self, key: str, default: float, *, positive: bool = False) -> float:
+    def number(
+        self, key: str, default: float, *, positive: bool = False, low: float = 0.0
+    ) -> float:
         value = self._get(key)
         if value is None:
             return default
@@ -274,6 +348,8 @@ class _Table:
             raise self._fail(key, value, "must be more than 0")
         if value < 0:
             raise self._fail(key, value, "must not be negative")
+        if value < low:
+            raise self._fail(key, value, f"must be at least {low:g}")
         return float(value)
 
     def seconds_ms(self, key: str, default_s: float, *, positive: bool = False) -> int:
@@ -282,6 +358,24 @@ class _Table:
         if positive and ms < 1:
             raise self._fail(key, self._data.get(key), "must be at least 0.001")
         return ms
+
+    def fraction(self, key: str, default: float) -> float:
+        value = self.number(key, default)
+        if value > 1:
+            raise self._fail(key, value, "must be 0 to 1")
+        return value
+
+    def p99_ms(self, key: str, p50_key: str, p50_s: float) -> int | None:
+        """A lognormal's p99, in ms: at least its p50; None when not given (no spread)."""
+        if self._data.get(key) is None:
+            self._read.add(key)
+            return None
+        p99_s = self.number(key, p50_s)
+        if p99_s < p50_s:
+            raise self._fail(key, p99_s, f"must be at least {p50_key} ({p50_s})")
+        if p50_s == 0 and p99_s > 0:
+            raise self._fail(key, p99_s, f"needs {p50_key} above 0")
+        return round(p99_s * 1000)
 
     def time_of_day(self, key: str, default: str) -> int:
         value = self._get(key)

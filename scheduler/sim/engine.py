@@ -4,18 +4,22 @@ A heap of events on a virtual clock in integer milliseconds, each with a sequenc
 number so that ties resolve the same way every run: arrivals, completions, a container
 ready, an idle container's scaledown deadline, the policy's recheck time, and (for the
 policies that do not shed on their own) a queued job's timeout. No sleeping, no wall
-clock, no randomness: the same trace and configuration give the same run.
+clock; the only randomness is the fleet model's seeded draws (boots, GPU waits, render
+noise: `scheduler.sim.draws`), so the same trace, configuration and seed give the same
+run.
 
 At each instant the engine applies every event due then (so jobs arriving in the same
 millisecond are all queued, and count against `max_queued`, before anything is
 dispatched) and, if any of them could change the answer, asks the policy (with a
-`Signal` built as `scheduler.spillover` builds it, Modal's ready slots being its
-booted containers x concurrency), carries the plan out as `scheduler.dispatcher` does,
-and asks again until a plan starts nothing:
+`Signal` built as `scheduler.spillover` builds it: Modal's ready slots are its booted
+containers x concurrency, its starting slots those of the containers not yet up, and
+the spend is the meter's bill so far), carries the plan out as `scheduler.dispatcher`
+does, and asks again until a plan starts nothing:
 
 - INHOUSE n: the first n of the line (priority, then arrival), while a slot is free;
 - MODAL `timeout_rescue` n: the n longest waiting; MODAL otherwise: from the head of the
-  line; each while Modal's in-flight is under `max_containers x concurrency`;
+  line; each while Modal's in-flight is under `max_containers x concurrency` (the input
+  then waits in Modal's queue until a container has room: `scheduler.sim.fleets`);
 - SHED: queued jobs that have waited `plan.shed_waits_over_ms` fail (`timed_out`);
 - the plan's `Autoscale` is applied to the fleet at once (no deploy resets it), and
   the policy is asked again at `plan.recheck_at_ms` if nothing else happens by then.
@@ -23,7 +27,8 @@ and asks again until a plan starts nothing:
 Then the fleet converges (boots for `min_containers` and buffer, stops idle ones past
 their window). An arrival that finds `max_queued` jobs queued is refused (`shed`).
 When the last job has left, the trace is over: the engine stops asking the policy,
-drops `min_containers` to 0 and bills each container until its scaledown window ends.
+drops `min_containers` to 0 (keeping the last plan's scaledown window) and bills each
+container until that window ends.
 """
 
 from __future__ import annotations
@@ -44,9 +49,11 @@ from scheduler.policy import (
     Signal,
     Target,
     Transition,
+    meter,
 )
 from scheduler.policy.estimates import AGES_SAMPLED, SAMPLES_KEPT, estimate
 from scheduler.sim.config import SimConfig
+from scheduler.sim.draws import Draws
 from scheduler.sim.fleets import (
     ContainerFleet,
     InhouseFleet,
@@ -55,7 +62,7 @@ from scheduler.sim.fleets import (
     WakeKind,
     WarmFleet,
 )
-from scheduler.sim.policies import SimPolicy, get_policy
+from scheduler.sim.policies import Demand, SimPolicy, get_policy, oracle
 from scheduler.sim.trace import MAX_PRIORITY, TraceJob
 
 
@@ -86,7 +93,7 @@ class JobResult:
     finish_ms: int | None = None
     """When it completed, or when it was shed or timed out."""
     cold: bool = False
-    """It waited for a Modal container to boot."""
+    """It waited for its Modal container's boot or restore (not merely for a slot)."""
 
     @property
     def latency_ms(self) -> int | None:
@@ -105,8 +112,9 @@ class Sample:
     inhouse_busy: int
     modal_inflight: int
     containers: int
-    """Modal containers up, booting or ready."""
+    """Modal containers up: starting (waiting for a GPU, booting, restoring) or ready."""
     ready_containers: int
+    starting_containers: int
 
 
 @dataclass(frozen=True)
@@ -116,9 +124,11 @@ class RunResult:
     transitions: tuple[Transition, ...]
     series: tuple[Sample, ...]
     """One sample per instant at which the queue, mode or a fleet changed: for plots."""
-    modal_gpu_ms: float
+    modal_gpu_ms: int
+    """Container-milliseconds billed (`scheduler.policy.meter`)."""
     modal_usd: float
     cold_starts: int
+    """Containers started."""
     end_ms: int
     """The last instant at which anything happened (the last container stopping, if
     Modal ran)."""
@@ -141,6 +151,7 @@ class _Job:
     pool: Pool | None = None
     dispatch_ms: int | None = None
     placement: Placement | None = None
+    """Where and when it began rendering; None until it has."""
     finish_ms: int | None = None
 
 
@@ -148,7 +159,26 @@ def simulate(trace: Sequence[TraceJob], config: SimConfig, policy: SimPolicy | s
     """Replays the trace through one policy; deterministic."""
     if isinstance(policy, str):
         policy = get_policy(policy)
+    if policy.knows_arrivals:
+        model = config.modal
+        boot = max(model.full_boot.p99_ms, model.restore.p99_ms) + model.gpu_wait.p99_ms
+        policy = replace(policy, decide=oracle(_bound_demand(trace, config), boot))
     return _Run(trace, config, policy).run()
+
+
+def _bound_demand(trace: Sequence[TraceJob], config: SimConfig) -> Demand:
+    """When the lower bound runs how many inputs on the second fleet."""
+    steps: dict[int, int] = {}
+    for job in simulate(trace, config, "bound").jobs:
+        if job.pool is Pool.MODAL and job.start_ms is not None and job.finish_ms is not None:
+            steps[job.start_ms] = steps.get(job.start_ms, 0) + 1
+            steps[job.finish_ms] = steps.get(job.finish_ms, 0) - 1
+    at_ms, inputs, running = [], [], 0
+    for t_ms in sorted(steps):
+        running += steps[t_ms]
+        at_ms.append(config.start_ms + t_ms)
+        inputs.append(running)
+    return Demand(tuple(at_ms), tuple(inputs))
 
 
 class _Run:
@@ -167,9 +197,15 @@ class _Run:
         """Queued jobs, longest waiting first (arrival order)."""
         self.by_priority: list[dict[int, _Job]] = [{} for _ in range(MAX_PRIORITY + 1)]
         self.inhouse = InhouseFleet(config.inhouse.slots)
+        self.draws = Draws(config.seed)
         self.modal: ModalFleet = (
-            WarmFleet(config.modal) if policy.warm_fleet else ContainerFleet(config.modal)
+            WarmFleet(config.modal)
+            if policy.warm_fleet
+            else ContainerFleet(config.modal, self.draws)
         )
+        c = config.policy
+        self.autoscale = Autoscale(0, c.buffer_containers, c.max_containers, c.scaledown_window_s)
+        """The autoscaler settings of the latest plan."""
         self.state = PolicyState()
         self.transitions: list[Transition] = []
         self.series: list[Sample] = []
@@ -198,10 +234,7 @@ class _Run:
                 self._decide()
             if self.open == 0 and not self.draining:
                 self.draining = True
-                c = self.config.policy
-                self.modal.set_autoscale(
-                    Autoscale(0, c.buffer_containers, c.max_containers, c.scaledown_window_s)
-                )
+                self.modal.set_autoscale(replace(self.autoscale, min_containers=0))
             self.modal.converge(self.now)
             self._schedule_fleet_wakes()
             self._sample()
@@ -212,7 +245,7 @@ class _Run:
             transitions=tuple(self.transitions),
             series=tuple(self.series),
             modal_gpu_ms=billed,
-            modal_usd=billed / 1000 * self.config.modal.gpu_usd_per_s,
+            modal_usd=meter.usd(billed, self.config.modal.gpu_usd_per_s),
             cold_starts=self.modal.boots,
             end_ms=end_ms,
         )
@@ -232,6 +265,7 @@ class _Run:
             return True
         if kind is _Event.READY:
             self.modal.on_ready(arg, self.now)
+            self._schedule_started()
             return True
         if kind is _Event.SCALEDOWN:
             return True
@@ -264,11 +298,12 @@ class _Run:
             self.renders[Pool.INHOUSE].append(wall_ms)
         else:
             assert job.placement is not None
-            self.modal.release(job.placement, self.now)
+            self.modal.release(job.job.index, self.now)
+            self._schedule_started()
             # As Spillover.record: the render sample is the wall time less the reported
             # cold start (the container's whole boot), but never less than the render
             # itself; and the cold start is a sample too.
-            rendered_ms = self.config.modal.render_ms(job.job.render_ms)
+            rendered_ms = self.now - job.placement.start_ms
             self.renders[Pool.MODAL].append(max(rendered_ms, wall_ms - job.placement.cold_ms))
             if job.placement.cold:
                 self.colds.append(job.placement.cold_ms)
@@ -289,6 +324,7 @@ class _Run:
             self.state = plan.state
             if plan.transition is not None:
                 self.transitions.append(plan.transition)
+            self.autoscale = plan.autoscale
             self.modal.set_autoscale(plan.autoscale)
             if not self._carry_out(plan):
                 break
@@ -314,10 +350,11 @@ class _Run:
             modal_inflight=self.modal.inflight,
             modal_ready_slots=self.modal.ready_slots,
             modal_available=True,
-            spent_usd=self.modal.billed_ms(self.now) / 1000 * self.config.modal.gpu_usd_per_s,
+            spent_usd=meter.usd(self.modal.billed_ms(self.now), self.config.modal.gpu_usd_per_s),
             estimates=estimate(
                 self.renders[Pool.INHOUSE], self.renders[Pool.MODAL], self.colds, defaults
             ),
+            modal_starting_slots=self.modal.starting_slots,
         )
 
     def _carry_out(self, plan: Plan) -> int:
@@ -334,11 +371,13 @@ class _Run:
                 if not self.by_age:
                     break
                 job = self._head() if from_head else next(iter(self.by_age.values()))
-                placement = self.modal.place(self.now)
-                if placement is None:
+                if not self.modal.place(job.job.index, self.now):
                     break
-                self._to_modal(job, placement)
+                self._dequeue(job)
+                job.pool = Pool.MODAL
+                job.dispatch_ms = self.now
                 started += 1
+        self._schedule_started()
         if plan.shed_waits_over_ms is not None:
             self._expire(plan.shed_waits_over_ms)
         return started
@@ -361,13 +400,14 @@ class _Run:
         job.placement = Placement(-1, self.now, cold=False, cold_ms=0)
         self._push(self.now + job.job.render_ms, _Event.DONE, job.job.index)
 
-    def _to_modal(self, job: _Job, placement: Placement) -> None:
-        self._dequeue(job)
-        job.pool = Pool.MODAL
-        job.dispatch_ms = self.now
-        job.placement = placement
-        finish = placement.start_ms + self.config.modal.render_ms(job.job.render_ms)
-        self._push(finish, _Event.DONE, job.job.index)
+    def _schedule_started(self) -> None:
+        """Schedules the completion of each Modal input that began rendering."""
+        for index, placement in self.modal.take_started():
+            job = self.jobs[index]
+            job.placement = placement
+            noise = self.draws.render_z(index)
+            render_ms = self.config.modal.render_ms(job.job.render_ms, noise)
+            self._push(placement.start_ms + render_ms, _Event.DONE, index)
 
     def _expire(self, waited_ms: int) -> None:
         """Fails queued jobs that have waited at least `waited_ms`."""
@@ -396,6 +436,7 @@ class _Run:
             modal_inflight=self.modal.inflight,
             containers=self.modal.containers,
             ready_containers=self.modal.ready_containers,
+            starting_containers=self.modal.containers - self.modal.ready_containers,
         )
         if self.series and replace(self.series[-1], t_ms=sample.t_ms) == sample:
             return

@@ -1,33 +1,42 @@
 """Models of the two fleets, on the simulator's virtual clock (integer ms).
 
 - `InhouseFleet`: `slots` workers; a job holds one for its render time.
-- `ContainerFleet`: Modal as `scheduler.pools.burst` imitates it. A container boots
-  (`cold_start_ms` for the first `snapshot_after` boots, then `cold_start_snapshot_ms`),
-  then serves `concurrency` inputs at once. An input takes the busiest ready container
-  with room, else the busiest booting one with room (and waits for its boot: cold),
-  else starts a container if fewer than `max_containers` are up, else is refused.
-  The autoscaler keeps `max(min_containers, busy + buffer_containers if any busy)`
-  containers up (a container is busy while it holds an input, booting or not) and stops
-  an idle one, longest idle first, once it has idled `scaledown_window_s` and the fleet
-  is above that target. Billing is per container-second, boot to stop: booting, busy
-  and idle time all cost.
+- `ContainerFleet`: Modal as it runs one function. An input starts at once on a ready
+  container with room (the busiest, the oldest among equals); else it waits in Modal's
+  queue, and the first container to have room takes the oldest waiting input: one that
+  finishes booting (the input waited for a boot or restore: it is cold) or one that
+  finishes a render (it is not). The autoscaler wants a container per `concurrency`
+  inputs running or waiting, plus `buffer_containers` while there are any, never fewer
+  than `min_containers` nor more than `max_containers`. A new container first waits for a
+  GPU (`gpu_wait`, unbilled: scarcity), then boots: in full until `snapshot_after` full
+  boots have *finished*, else by restoring the snapshot, which fails at
+  `restore_failure_rate` and then boots in full after the time the restore took. Each
+  container draws its own luck (`scheduler.sim.draws`). An idle container above the
+  target stops once it has idled a scaledown window, longest idle first.
+  `min_containers`, `buffer_containers` and the scaledown window are the latest the
+  policy asked for (`set_autoscale`), applied at once, as Modal applies
+  `update_autoscaler`. The bill is `scheduler.policy.meter`'s: every container from the
+  start of its boot to its stop.
 - `WarmFleet`: the lower bound. A container is warm whenever an input needs one and
   bills only while it renders (each input's share: render time / concurrency); there is
   no boot and no idle tail.
 
 A fleet never reads a clock: every method takes `now_ms`, and what it needs to happen
-later (a boot ending, an idle deadline) it leaves in `take_wakes()` for the engine.
+later (a boot ending, an idle deadline) it leaves in `take_wakes()` for the engine, as it
+leaves the inputs that began rendering in `take_started()`.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-from scheduler.policy import Autoscale
+from scheduler.policy import Autoscale, Meter, meter
 from scheduler.sim.config import ModalModel
+from scheduler.sim.draws import Draws
 
 
 class WakeKind(StrEnum):
@@ -46,15 +55,15 @@ class Wake:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a Modal input runs and when it starts rendering."""
+    """Where an input runs and when it started rendering."""
 
     container: int
-    """The container's id; -1 on the warm fleet."""
+    """The container's id; -1 in-house and on the warm fleet."""
     start_ms: int
     cold: bool
-    """It waited for its container to boot."""
+    """It waited for its container's boot or restore."""
     cold_ms: int
-    """The container's whole boot, as the renderer reports it (0 when warm)."""
+    """The container's whole boot, as the renderer reports it (0 when not cold)."""
 
 
 class InhouseFleet:
@@ -77,23 +86,31 @@ class InhouseFleet:
 
 
 class ModalFleet(ABC):
-    """What the engine needs of the second fleet."""
+    """What the engine needs of the second fleet. Inputs are named by their job index."""
 
     def __init__(self, model: ModalModel) -> None:
         self.model = model
         self.cap = model.max_containers * model.concurrency
         self.inflight = 0
+        """Inputs accepted and not finished: rendering or waiting for a container."""
+        self._meter = Meter()
         self._wakes: list[Wake] = []
+        self._started: list[tuple[int, Placement]] = []
 
     @property
     @abstractmethod
     def ready_slots(self) -> int:
-        """Inputs running containers take without a cold start, busy or not."""
+        """Inputs ready containers take without a cold start, busy or not."""
+
+    @property
+    @abstractmethod
+    def starting_slots(self) -> int:
+        """Inputs the containers not yet ready will take once up, busy or not."""
 
     @property
     @abstractmethod
     def containers(self) -> int:
-        """Containers up (booting or ready)."""
+        """Containers up: waiting for a GPU, booting or ready."""
 
     @property
     @abstractmethod
@@ -103,19 +120,15 @@ class ModalFleet(ABC):
     @property
     @abstractmethod
     def boots(self) -> int:
-        """Cold starts so far."""
+        """Containers started so far."""
 
     @abstractmethod
-    def place(self, now_ms: int) -> Placement | None:
-        """Takes an input, or None when the fleet is at its cap."""
+    def place(self, job: int, now_ms: int) -> bool:
+        """Takes an input; False when the fleet is at its cap."""
 
     @abstractmethod
-    def release(self, placement: Placement, now_ms: int) -> None:
+    def release(self, job: int, now_ms: int) -> None:
         """An input finished."""
-
-    @abstractmethod
-    def billed_ms(self, now_ms: int) -> float:
-        """GPU-milliseconds billed so far."""
 
     @abstractmethod
     def on_ready(self, container: int, now_ms: int) -> None:
@@ -129,16 +142,28 @@ class ModalFleet(ABC):
     def converge(self, now_ms: int) -> None:
         """Starts and stops containers towards the autoscaler's target."""
 
+    def billed_ms(self, now_ms: int) -> int:
+        """Container-milliseconds billed so far."""
+        return meter.billed_ms(self._meter, now_ms)
+
     def take_wakes(self) -> list[Wake]:
         wakes, self._wakes = self._wakes, []
         return wakes
+
+    def take_started(self) -> list[tuple[int, Placement]]:
+        """The inputs that began rendering since the last call, with where and when."""
+        started, self._started = self._started, []
+        return started
 
 
 @dataclass
 class _Container:
     id: int
     boot_start_ms: int
+    """When it was granted its GPU and began to boot (billed from then)."""
     boot_ms: int
+    full: bool
+    """A full boot, which counts towards `snapshot_after` once finished."""
     inputs: int = 0
     ready: bool = False
     idle_since_ms: int = 0
@@ -150,20 +175,29 @@ class _Container:
 
 
 class ContainerFleet(ModalFleet):
-    def __init__(self, model: ModalModel) -> None:
+    def __init__(self, model: ModalModel, draws: Draws) -> None:
         super().__init__(model)
+        self._draws = draws
         self._live: list[_Container] = []
         """Containers up, in the order they started."""
+        self._waiting: deque[int] = deque()
+        """Inputs waiting in Modal's queue for a container with room, oldest first."""
+        self._on: dict[int, _Container] = {}
+        """The container each rendering input runs on."""
         self._boots = 0
-        self._stopped_ms = 0
-        """Billed time of containers that have stopped."""
+        self._full_boots_done = 0
         self._min = 0
         self._buffer = model.buffer_containers
+        self._window_s = model.scaledown_window_s
         self._deadlines: set[int] = set()
 
     @property
     def ready_slots(self) -> int:
         return self.ready_containers * self.model.concurrency
+
+    @property
+    def starting_slots(self) -> int:
+        return (self.containers - self.ready_containers) * self.model.concurrency
 
     @property
     def containers(self) -> int:
@@ -177,47 +211,44 @@ class ContainerFleet(ModalFleet):
     def boots(self) -> int:
         return self._boots
 
-    def place(self, now_ms: int) -> Placement | None:
+    def place(self, job: int, now_ms: int) -> bool:
         if self.inflight >= self.cap:
-            return None
-        room = [c for c in self._live if c.inputs < self.model.concurrency]
-        if room:
-            # The busiest ready one with room, else the busiest booting one; the oldest
-            # among equals (max keeps the first).
-            container = max(room, key=lambda c: (c.ready, c.inputs))
-        elif len(self._live) < self.model.max_containers:
-            container = self._start(now_ms)
-        else:
-            return None
-        container.inputs += 1
+            return False
         self.inflight += 1
-        if container.ready:
-            return Placement(container.id, now_ms, cold=False, cold_ms=0)
-        return Placement(container.id, container.ready_at_ms, cold=True, cold_ms=container.boot_ms)
+        room = [c for c in self._live if c.ready and c.inputs < self.model.concurrency]
+        if room:
+            # The busiest, so that idle ones can scale down; max keeps the oldest of equals.
+            self._run(job, max(room, key=lambda c: c.inputs), now_ms, cold=False)
+        else:
+            self._waiting.append(job)
+            self._scale_up(now_ms)
+        return True
 
-    def release(self, placement: Placement, now_ms: int) -> None:
-        container = self._find(placement.container)
+    def release(self, job: int, now_ms: int) -> None:
+        container = self._on.pop(job)
         container.inputs -= 1
         self.inflight -= 1
-        if container.inputs == 0 and container.ready:
+        if self._waiting:
+            self._run(self._waiting.popleft(), container, now_ms, cold=False)
+        elif container.inputs == 0:
             container.idle_since_ms = now_ms
 
     def on_ready(self, container: int, now_ms: int) -> None:
-        c = self._find(container)
+        c = next(c for c in self._live if c.id == container)
         c.ready = True
+        self._full_boots_done += c.full
+        while self._waiting and c.inputs < self.model.concurrency:
+            self._run(self._waiting.popleft(), c, now_ms, cold=True)
         if c.inputs == 0:
             c.idle_since_ms = now_ms
 
     def set_autoscale(self, autoscale: Autoscale) -> None:
         self._min = autoscale.min_containers
         self._buffer = autoscale.buffer_containers
+        self._window_s = autoscale.scaledown_window_s
 
     def converge(self, now_ms: int) -> None:
-        busy = sum(1 for c in self._live if c.inputs)
-        wanted = max(self._min, busy + self._buffer if busy else 0)
-        target = min(self.model.max_containers, wanted)
-        while len(self._live) < target:
-            self._start(now_ms)
+        target = self._scale_up(now_ms)
         idle = sorted(
             (c for c in self._live if c.ready and not c.inputs),
             key=lambda c: (c.idle_since_ms, c.id),
@@ -226,31 +257,39 @@ class ContainerFleet(ModalFleet):
         for container in idle:
             if count <= target:
                 break
-            expires = container.idle_since_ms + self.model.scaledown_window_s * 1000
+            expires = meter.scaledown_stop_ms(container.idle_since_ms, self._window_s)
             if expires > now_ms:
                 if expires not in self._deadlines:
                     self._deadlines.add(expires)
                     self._wakes.append(Wake(expires, WakeKind.SCALEDOWN))
                 break
             self._live.remove(container)
-            self._stopped_ms += now_ms - container.boot_start_ms
+            self._meter = meter.stop(self._meter, str(container.id), now_ms)
             count -= 1
 
-    def billed_ms(self, now_ms: int) -> float:
-        return float(self._stopped_ms + sum(now_ms - c.boot_start_ms for c in self._live))
+    def _scale_up(self, now_ms: int) -> int:
+        """Starts containers up to the autoscaler's target; returns the target."""
+        needed = math.ceil(self.inflight / self.model.concurrency)
+        wanted = max(self._min, needed + self._buffer if self.inflight else 0)
+        target = min(self.model.max_containers, wanted)
+        while len(self._live) < target:
+            self._start(now_ms)
+        return target
 
-    def _start(self, now_ms: int) -> _Container:
-        container = _Container(self._boots, now_ms, self.model.boot_ms(self._boots))
+    def _run(self, job: int, container: _Container, now_ms: int, *, cold: bool) -> None:
+        container.inputs += 1
+        self._on[job] = container
+        placement = Placement(container.id, now_ms, cold, container.boot_ms if cold else 0)
+        self._started.append((job, placement))
+
+    def _start(self, now_ms: int) -> None:
+        full = self._full_boots_done < self.model.snapshot_after
+        wait_ms, boot_ms = self.model.boot(self._draws.container(self._boots), full=full)
+        container = _Container(self._boots, now_ms + wait_ms, boot_ms, full)
         self._boots += 1
         self._live.append(container)
+        self._meter = meter.start(self._meter, str(container.id), container.boot_start_ms)
         self._wakes.append(Wake(container.ready_at_ms, WakeKind.READY, container.id))
-        return container
-
-    def _find(self, container: int) -> _Container:
-        for c in self._live:
-            if c.id == container:
-                return c
-        raise LookupError(f"no live container {container}")
 
 
 class WarmFleet(ModalFleet):
@@ -258,11 +297,15 @@ class WarmFleet(ModalFleet):
 
     def __init__(self, model: ModalModel) -> None:
         super().__init__(model)
-        self._busy_ms = 0
+        self._since: dict[int, int] = {}
 
     @property
     def ready_slots(self) -> int:
         return self.cap
+
+    @property
+    def starting_slots(self) -> int:
+        return 0
 
     @property
     def containers(self) -> int:
@@ -276,18 +319,21 @@ class WarmFleet(ModalFleet):
     def boots(self) -> int:
         return 0
 
-    def place(self, now_ms: int) -> Placement | None:
+    def place(self, job: int, now_ms: int) -> bool:
         if self.inflight >= self.cap:
-            return None
+            return False
         self.inflight += 1
-        return Placement(-1, now_ms, cold=False, cold_ms=0)
+        self._since[job] = now_ms
+        self._started.append((job, Placement(-1, now_ms, cold=False, cold_ms=0)))
+        return True
 
-    def release(self, placement: Placement, now_ms: int) -> None:
+    def release(self, job: int, now_ms: int) -> None:
         self.inflight -= 1
-        self._busy_ms += now_ms - placement.start_ms
-
-    def billed_ms(self, now_ms: int) -> float:
-        return self._busy_ms / self.model.concurrency
+        # Billed as a container of its own for its share of one: render / concurrency.
+        share_ms = round((now_ms - self._since.pop(job)) / self.model.concurrency)
+        self._meter = meter.stop(
+            meter.start(self._meter, str(job), now_ms - share_ms), str(job), now_ms
+        )
 
     # Nothing boots, idles or scales: containers exist exactly while inputs run.
     def on_ready(self, container: int, now_ms: int) -> None:

@@ -14,6 +14,11 @@ decides and carries out every one of them the same way:
 - `bound`: routes as `always-spill`, on a Modal fleet that is warm whenever needed and
   bills only render time (`scheduler.sim.fleets.WarmFleet`): a lower bound on both
   latency and cost for a given in-house fleet.
+- `oracle`: routes as `always-spill` on the real fleet, knowing the arrivals: it keeps
+  warm (`min_containers`) as many containers as `bound` will run inputs on at any time
+  over the next boot (its p99, plus a GPU wait's p99), and gives idle ones the drain
+  window. What looking ahead could achieve; no policy that cannot see the future gets
+  there on a sudden crowd.
 
 The queue bound refuses arrivals for every policy alike (the engine's rule). So does the
 queue timeout: `spillway` sheds with its own SHED decisions (after trying to rescue a
@@ -23,6 +28,8 @@ job on Modal); for the others the engine fails queued jobs that have waited
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -51,6 +58,47 @@ class SimPolicy:
     """Runs against `WarmFleet` (the lower bound) instead of `ContainerFleet`."""
     sheds_itself: bool = False
     """Fails timed-out jobs with its own SHED decisions; else the engine's rule does."""
+    knows_arrivals: bool = False
+    """Decides with `oracle(demand, lead_ms)`, given what `bound` runs on Modal when."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """How many inputs the lower bound runs on the second fleet over time, on the
+    policy's clock: from `at_ms[i]` on (until the next), `inputs[i]`."""
+
+    at_ms: tuple[int, ...]
+    inputs: tuple[int, ...]
+
+    def peak(self, start_ms: int, end_ms: int) -> int:
+        """The most inputs at any time in [start_ms, end_ms]."""
+        first = max(0, bisect.bisect_right(self.at_ms, start_ms) - 1)
+        last = bisect.bisect_right(self.at_ms, end_ms)
+        return max(self.inputs[first:last], default=0)
+
+    def next_change_after(self, t_ms: int) -> int | None:
+        i = bisect.bisect_right(self.at_ms, t_ms)
+        return self.at_ms[i] if i < len(self.at_ms) else None
+
+
+def oracle(demand: Demand, lead_ms: int) -> DecideFn:
+    """`always-spill`, with the containers the coming demand needs warm `lead_ms` ahead."""
+
+    def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int) -> Plan:
+        plan = always_spill(state, signal, config, now_ms)
+        needed = math.ceil(demand.peak(now_ms, now_ms + lead_ms) / config.concurrency)
+        autoscale = Autoscale(
+            min_containers=min(config.max_containers, needed),
+            buffer_containers=0,
+            max_containers=config.max_containers,
+            scaledown_window_s=config.drain_scaledown_window_s,
+        )
+        # The demand's next change, seen lead_ms ahead, changes the plan.
+        change = demand.next_change_after(now_ms + lead_ms)
+        recheck = None if change is None else max(now_ms + 1, change - lead_ms)
+        return replace(plan, autoscale=autoscale, recheck_at_ms=recheck)
+
+    return decide
 
 
 def inhouse_only(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int) -> Plan:
@@ -108,6 +156,7 @@ POLICIES: tuple[SimPolicy, ...] = (
     SimPolicy("always-spill", always_spill),
     SimPolicy("inhouse-only", inhouse_only),
     SimPolicy("bound", always_spill, warm_fleet=True),
+    SimPolicy("oracle", always_spill, knows_arrivals=True),
 )
 """Every policy, in the order a run without `--policy` reports them."""
 
