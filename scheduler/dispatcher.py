@@ -200,8 +200,11 @@ class Dispatcher:
             started += await self._claim(
                 spill, rescue, Reason.TIMEOUT_RESCUE, oldest=True, finish_ms=finish_ms
             )
-            faster = plan.count(Target.MODAL) - rescue
-            started += await self._claim(spill, faster, Reason.MODAL_FASTER, finish_ms=finish_ms)
+            for decision in plan.decisions:
+                if decision.target is Target.MODAL and decision.reason is not Reason.TIMEOUT_RESCUE:
+                    started += await self._claim(
+                        spill, decision.count, decision.reason, finish_ms=finish_ms
+                    )
         if plan.shed_waits_over_ms is not None and (
             shed := await self._store.expire_queued(plan.shed_waits_over_ms)
         ):
