@@ -12,7 +12,10 @@ from spillway.v1 import admin_pb2_grpc
 from scheduler.auth import ApiKeys, KeyRecord, Scope
 from scheduler.convert import timestamp
 from scheduler.errors import InvalidArgument
+from scheduler.policy import SpillControl
 from scheduler.service import rpc_errors
+from scheduler.spillover import Spillover
+from scheduler.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +29,62 @@ _SCOPES = {
 _MAX_NAME = 256
 
 
+_SPILL = {
+    pb.SPILL_CONTROL_AUTO: SpillControl.AUTO,
+    pb.SPILL_CONTROL_OFF: SpillControl.OFF,
+    pb.SPILL_CONTROL_FORCE: SpillControl.FORCE,
+}
+_SPILL_PB = {v: k for k, v in _SPILL.items()}
+
+
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, keys: ApiKeys) -> None:
+    def __init__(self, keys: ApiKeys, spillover: Spillover, store: JobStore) -> None:
         self._keys = keys
+        self._spillover = spillover
+        self._store = store
+
+    @rpc_errors
+    async def SetControls(
+        self, request: pb.SetControlsRequest, context: Ctx
+    ) -> pb.SetControlsResponse:
+        operator = await self._keys.operator(context.invocation_metadata())
+        if request.spill not in (pb.SPILL_CONTROL_UNSPECIFIED, *_SPILL):
+            raise InvalidArgument("spill", "must be AUTO, OFF or FORCE")
+        if request.dispatch not in (
+            pb.DISPATCH_CONTROL_UNSPECIFIED,
+            pb.DISPATCH_CONTROL_RUNNING,
+            pb.DISPATCH_CONTROL_PAUSED,
+        ):
+            raise InvalidArgument("dispatch", "must be RUNNING or PAUSED")
+        controls = await self._spillover.set_controls(
+            spill=_SPILL.get(request.spill),
+            dispatch_paused=None
+            if request.dispatch == pb.DISPATCH_CONTROL_UNSPECIFIED
+            else request.dispatch == pb.DISPATCH_CONTROL_PAUSED,
+            by=f"operator of {operator.tenant}",
+        )
+        return pb.SetControlsResponse(
+            spill=_SPILL_PB[controls.spill],
+            dispatch=pb.DISPATCH_CONTROL_PAUSED
+            if controls.dispatch_paused
+            else pb.DISPATCH_CONTROL_RUNNING,
+        )
+
+    @rpc_errors
+    async def CancelQueuedJobs(
+        self, request: pb.CancelQueuedJobsRequest, context: Ctx
+    ) -> pb.CancelQueuedJobsResponse:
+        operator = await self._keys.operator(context.invocation_metadata())
+        if not _TENANT.match(request.tenant):
+            raise InvalidArgument("tenant", "must be 1-64 of A-Z a-z 0-9 _ -")
+        cancelled = await self._store.cancel_queued(request.tenant)
+        log.warning(
+            "operator of %s cancelled %d queued jobs of tenant %s",
+            operator.tenant,
+            cancelled,
+            request.tenant,
+        )
+        return pb.CancelQueuedJobsResponse(cancelled=cancelled)
 
     @rpc_errors
     async def CreateApiKey(

@@ -109,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="for create: what the key is for")
     parser.add_argument("--ttl", type=int, default=0, help="for create: seconds until it expires")
     parser.add_argument("--json", action="store_true", help="JSON instead of text")
+    add_connection_arguments(parser)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scheduler to call and the operator key to call it with."""
     parser.add_argument(
         "--addr",
         default=os.environ.get("SPILLWAY_SCHEDULER_ADDR", "127.0.0.1:50051"),

@@ -5,6 +5,7 @@ spillway submit     submit a render through the REST gateway, watch it, save it
 spillway jobs       list, get, cancel, watch or download jobs through the gateway
 spillway webhooks   register, test and inspect webhook endpoints through the gateway
 spillway keys       create, list or revoke API keys (operator scope, over gRPC)
+spillway admin      operator controls: the spill kill switch, pause dispatch, cancel queued
 spillway spillover  the spillover policy's status (mode, pools, spend), from a scheduler
 spillway fleet      list, add, drain or remove in-house renderers (in Redis, at run time)
 spillway simulate   replay a workload trace through the policy and baselines (no servers)
@@ -26,7 +27,7 @@ from pathlib import Path
 import uvloop
 
 from renderer.telemetry import setup_logging, setup_tracing
-from scheduler import apikeys_cli, fleet_cli, jobs_cli, webhooks_cli
+from scheduler import admin_cli, apikeys_cli, fleet_cli, jobs_cli, webhooks_cli
 from scheduler.config import ConfigError, SchedulerConfig
 from scheduler.plan import PlanInputs
 from scheduler.sim.policies import POLICY_NAMES
@@ -154,6 +155,15 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
     )
     apikeys_cli.add_arguments(api_keys)
     api_keys.set_defaults(run=lambda args: asyncio.run(apikeys_cli.run(args)))
+
+    admin = commands.add_parser(
+        "admin",
+        help="operator controls: spill off|auto|force, dispatch pause|resume, cancel-queued",
+        description=admin_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    admin_cli.add_arguments(admin)
+    admin.set_defaults(run=lambda args: asyncio.run(admin_cli.run(args)))
 
     spill = commands.add_parser("spillover", help="show the spillover policy's status")
     spill.add_argument("--json", action="store_true", help="one JSON object")

@@ -117,6 +117,10 @@ def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetS
             )
             for d in plan.decisions
         ],
+        spill_control=signal.controls.spill.value,
+        dispatch_paused=signal.controls.dispatch_paused,
+        controls_set_by=status.controls_set_by,
+        controls_set_at=timestamp(status.controls_set_at_ms),
         spent_usd=signal.spent_usd,
         budget_usd=config.budget_usd_month,
         budget_left_usd=plan.budget_left_usd,

@@ -216,3 +216,7 @@ def tenant_queue(tenant: str) -> str:
 
 SUBMIT_BUCKET_PREFIX = f"{NAMESPACE}submits:"
 """Hash per tenant: its submit token bucket (`tokens`, `at` ms), while it has a rate."""
+
+CONTROLS = f"{NAMESPACE}controls"
+"""Hash: the operator controls (`spill`: auto, off or force; `dispatch`: running or
+paused) and who set them when (`by`, `at_ms`); read with the policy's signal."""

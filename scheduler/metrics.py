@@ -31,7 +31,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from scheduler.fleet import ENDPOINT_STATES, Endpoint
 from scheduler.policy.config import PolicyConfig
-from scheduler.policy.model import Mode, Plan, Signal
+from scheduler.policy.model import Mode, Plan, Signal, SpillControl
 from scheduler.pools.base import RenderInfo
 
 INHOUSE_POOL: Final = "inhouse"
@@ -239,6 +239,17 @@ class SchedulerMetrics:
             ["pool"],
             registry=r,
         )
+        self._spill_control = Gauge(
+            "spillway_spill_control",
+            "Operator spill control: 1 for the one in force (auto, off, force).",
+            ["control"],
+            registry=r,
+        )
+        self._dispatch_paused = Gauge(
+            "spillway_dispatch_paused",
+            "1 while an operator has paused dispatch.",
+            registry=r,
+        )
         self._mode = Gauge(
             "spillway_spillover_mode", "Spillover mode: 0 normal, 1 spill.", registry=r
         )
@@ -406,6 +417,11 @@ class SchedulerMetrics:
         self._mode.set(1 if mode is Mode.SPILL else 0)
         for m in Mode:
             self._mode_info.labels(m.value).set(1 if m is mode else 0)
+        for control in SpillControl:
+            self._spill_control.labels(control.value).set(
+                1 if control is signal.controls.spill else 0
+            )
+        self._dispatch_paused.set(1 if signal.controls.dispatch_paused else 0)
         self._spend.set(signal.spent_usd)
         self._budget_left.set(plan.budget_left_usd)
         if spill_pool:

@@ -195,7 +195,9 @@ class SchedulerServer:
             ],
         )
         api_keys = ApiKeys(self.redis, cfg.api_keys, cfg.operator_keys, cache_s=cfg.key_cache_s)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(api_keys), self.server)
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminService(api_keys, self.spillover, self.store), self.server
+        )
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
             SchedulerService(
                 self.store,

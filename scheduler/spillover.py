@@ -21,12 +21,14 @@ from scheduler import keys
 from scheduler.fleet import Endpoint, Fleet, capacity, decode_view
 from scheduler.policy import (
     Autoscale,
+    Controls,
     Mode,
     Plan,
     PolicyConfig,
     PolicyState,
     Reason,
     Signal,
+    SpillControl,
     Transition,
     cost_usd,
     decide,
@@ -69,6 +71,8 @@ class Status:
     transitions: tuple[Transition, ...]
     autoscale_applied: dict[str, str]
     dispatched_since_ms: int
+    controls_set_by: str = ""
+    controls_set_at_ms: int = 0
 
 
 class Spillover:
@@ -91,6 +95,8 @@ class Spillover:
         self.endpoints: tuple[Endpoint, ...] = ()
         """The in-house fleet as the latest read found it."""
         self.next_deadline_in_ms: int | None = None
+        # Who set the operator controls last, and when (ms); from the latest read.
+        self.controls_set: tuple[str, int] = ("", 0)
         """How long until the earliest job deadline as the latest read found it (0 or
         less: one is due); None when no job has one."""
 
@@ -125,6 +131,7 @@ class Spillover:
             pipe.lrange(keys.samples(spill, "cold"), 0, -1)
             pipe.get(keys.spend(_month()))
             pipe.zrange(keys.DEADLINES, 0, 0, withscores=True)
+            pipe.hmget(keys.CONTROLS, ["spill", "dispatch", "by", "at_ms"])
             (
                 (sec, usec),
                 (state_json, version),
@@ -137,12 +144,14 @@ class Spillover:
                 colds,
                 spent,
                 earliest_deadline,
+                (spill_control, dispatch_control, controls_by, controls_at),
             ) = await pipe.execute()
         now_ms = int(sec) * 1000 + int(usec) // 1000
         self.next_deadline_in_ms = (
             int(earliest_deadline[0][1]) - now_ms if earliest_deadline else None
         )
         cfg = self.config
+        self.controls_set = (controls_by or "", int(controls_at or 0))
         self.endpoints = tuple(decode_view(fleet_rows))
         inhouse = capacity(self.endpoints)
         signal = Signal(
@@ -155,6 +164,10 @@ class Spillover:
             modal_available=self._spill is not None and spill_available,
             spent_usd=float(spent or 0.0),
             estimates=estimate(_ints(inhouse_renders), _ints(spill_renders), _ints(colds), cfg),
+            controls=Controls(
+                spill=SpillControl(spill_control or SpillControl.AUTO),
+                dispatch_paused=dispatch_control == "paused",
+            ),
         )
         return decode_state(state_json), version or "0", signal, now_ms
 
@@ -186,6 +199,31 @@ class Spillover:
                     )
                 return plan, signal
         raise RuntimeError("spillover state kept changing under this replica")
+
+    async def set_controls(
+        self, *, spill: SpillControl | None, dispatch_paused: bool | None, by: str
+    ) -> Controls:
+        """Sets the controls given (None leaves one as it is); returns them all."""
+        fields: dict[str, str] = {"by": by, "at_ms": str(int(time.time() * 1000))}
+        if spill is not None:
+            fields["spill"] = spill.value
+        if dispatch_paused is not None:
+            fields["dispatch"] = "paused" if dispatch_paused else "running"
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.CONTROLS, mapping=fields)  # type: ignore[arg-type]
+            pipe.hmget(keys.CONTROLS, ["spill", "dispatch"])
+            _, (now_spill, now_dispatch) = await pipe.execute()
+        controls = Controls(
+            spill=SpillControl(now_spill or SpillControl.AUTO),
+            dispatch_paused=now_dispatch == "paused",
+        )
+        log.warning(
+            "operator controls set by %s: spill %s, dispatch %s",
+            by,
+            controls.spill.value,
+            "paused" if controls.dispatch_paused else "running",
+        )
+        return controls
 
     async def retry_after_s(self) -> int:
         """What to tell a caller refused at the queue bound."""
@@ -264,6 +302,8 @@ class Spillover:
             transitions=tuple(decode_transition(f["d"]) for _, f in reversed(recent)),
             autoscale_applied=cast(dict[str, str], applied),
             dispatched_since_ms=int(dispatched.get("since", 0)),
+            controls_set_by=self.controls_set[0],
+            controls_set_at_ms=self.controls_set[1],
         )
 
 

@@ -9,6 +9,7 @@ from scheduler.policy.estimates import quantile
 from scheduler.policy.meter import Meter
 from scheduler.policy.model import (
     Autoscale,
+    Controls,
     Decision,
     Estimates,
     Mode,
@@ -16,12 +17,14 @@ from scheduler.policy.model import (
     PolicyState,
     Reason,
     Signal,
+    SpillControl,
     Target,
     Transition,
 )
 
 __all__ = [
     "Autoscale",
+    "Controls",
     "Decision",
     "Estimates",
     "Meter",
@@ -32,6 +35,7 @@ __all__ = [
     "PrewarmWindow",
     "Reason",
     "Signal",
+    "SpillControl",
     "Target",
     "Transition",
     "cost_usd",

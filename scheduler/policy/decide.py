@@ -47,6 +47,11 @@ simulator run the very same code. A decision is composed of small named steps:
    container then, and Modal bills every second it idles. Drain-back needs no other
    rule: back in NORMAL mode nothing boots, pre-warm lapses, idle containers stop
    within the short window, and Modal scales to zero.
+
+Operator controls (`Signal.controls`) are inputs like the rest: `dispatch_paused` holds
+every job (none is shed for waiting); spill `off` stops every spill and drains the
+second fleet (no pre-warm, no spare); spill `force` routes as in SPILL mode whatever
+the hysteresis says.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from scheduler.policy.model import (
     PolicyState,
     Reason,
     Signal,
+    SpillControl,
     Target,
     Transition,
 )
@@ -76,7 +82,7 @@ def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
     state = _sample_rise(state, signal, config, now_ms)
     budget_left = _budget_left(signal, config)
     tokens = spawn_tokens(state, config, now_ms)
-    decisions, shed_over = _route(state.mode, signal, config, budget_left, tokens)
+    decisions, shed_over = _route(_routing_mode(state, signal), signal, config, budget_left, tokens)
     recheck = _recheck_at(state, signal, config, now_ms)
     spawned = sum(d.count for d in decisions if d.target is Target.MODAL)
     if spawned and config.spawn_rate_per_s > 0:
@@ -96,6 +102,11 @@ def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int
         decided_at_ms=now_ms,
         spill_finish_ms=spill_finish_ms(signal),
     )
+
+
+def _routing_mode(state: PolicyState, signal: Signal) -> Mode:
+    """The mode jobs are routed by: the hysteresis', unless an operator forces spill."""
+    return Mode.SPILL if signal.controls.spill is SpillControl.FORCE else state.mode
 
 
 def spill_finish_ms(signal: Signal) -> int:
@@ -218,6 +229,10 @@ def _budget_left(signal: Signal, config: PolicyConfig) -> float:
 def _route(
     mode: Mode, signal: Signal, config: PolicyConfig, budget_left: float, tokens: float
 ) -> tuple[tuple[Decision, ...], int | None]:
+    if signal.controls.dispatch_paused:
+        # Nothing moves, and nothing is shed for waiting: the operator holds the line.
+        paused = (Decision(Target.HOLD, signal.queued, Reason.DISPATCH_PAUSED),)
+        return (paused if signal.queued else ()), None
     est = signal.estimates
     free_inhouse = max(0, signal.inhouse_slots - signal.inhouse_busy)
     home = min(signal.queued, free_inhouse)
@@ -233,6 +248,8 @@ def _route(
 
     def limit() -> Reason | None:
         """What stops the next spill, if anything."""
+        if signal.controls.spill is SpillControl.OFF:
+            return Reason.SPILL_OFF
         if not signal.modal_available:
             return Reason.MODAL_UNAVAILABLE
         if spilled >= room:
@@ -347,7 +364,7 @@ def _autoscale(
         if drained
         else config.scaledown_window_s
     )
-    spare = state.mode is Mode.SPILL and not drained
+    spare = _routing_mode(state, signal) is Mode.SPILL and not drained
     buffer = min(config.buffer_containers, config.max_containers) if spare else 0
     # A warm container bills while it idles: until the pre-warm ends, then through its
     # scaledown window. Keep only as many as the budget left pays for that long.
@@ -356,6 +373,9 @@ def _autoscale(
         + [max(0, state.prewarm_until_ms - now_ms) // 1000]
     )
     affordable = _affordable(budget_left, warm_s + window_s, config)
+    if signal.controls.spill is SpillControl.OFF:
+        # The kill switch drains the second fleet: no pre-warm, no spare, short tails.
+        wanted = buffer = 0
     return Autoscale(
         min_containers=max(0, min(wanted, affordable)),
         buffer_containers=min(buffer, _affordable(budget_left, window_s, config)),

@@ -38,6 +38,8 @@ class Reason(StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     SPILL_STEP_CAP = "spill_step_cap"
     SPAWN_RATE = "spawn_rate"
+    SPILL_OFF = "spill_off"
+    DISPATCH_PAUSED = "dispatch_paused"
     QUEUE_TIMEOUT = "queue_timeout"
     QUEUE_FULL = "queue_full"
     DEPTH_ABOVE_HIGH = "depth_above_high"
@@ -61,6 +63,8 @@ _DESCRIPTIONS = {
     Reason.BUDGET_EXHAUSTED: "the monthly GPU budget cannot pay for more Modal work",
     Reason.SPILL_STEP_CAP: "at most max_spill_per_decision jobs spill per decision",
     Reason.SPAWN_RATE: "spawns are limited to spawn_rate_per_s, in bursts of spawn_burst",
+    Reason.SPILL_OFF: "an operator turned spilling off (spillway admin spill off)",
+    Reason.DISPATCH_PAUSED: "an operator paused dispatch (spillway admin dispatch pause)",
     Reason.QUEUE_TIMEOUT: "it waited longer than the queue timeout with both fleets full",
     Reason.QUEUE_FULL: "the control-plane queue is at its bound",
     Reason.DEPTH_ABOVE_HIGH: "in-house queue depth stayed at or above the high watermark",
@@ -86,6 +90,26 @@ class Estimates:
         return self.cold_start_ms if self.cold_start_mean_ms is None else self.cold_start_mean_ms
 
 
+class SpillControl(StrEnum):
+    AUTO = "auto"
+    """The policy decides."""
+    OFF = "off"
+    """The kill switch: nothing new spills and the second fleet scales to zero (no
+    pre-warm, no spare); what runs there finishes."""
+    FORCE = "force"
+    """Spill as in SPILL mode, whatever the hysteresis says."""
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What an operator set (`spillway admin`), persisted in Redis: inputs to the
+    policy like any other."""
+
+    spill: SpillControl = SpillControl.AUTO
+    dispatch_paused: bool = False
+    """Nothing is dispatched anywhere; jobs wait (and none is shed for waiting)."""
+
+
 @dataclass(frozen=True)
 class Signal:
     """The world as the dispatcher read it, in one Redis round trip."""
@@ -106,6 +130,7 @@ class Signal:
     modal_starting_slots: int = 0
     """Inputs the containers still waiting for a GPU, booting or restoring will take once
     up (busy or not); not counted in `modal_ready_slots`."""
+    controls: Controls = Controls()
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,62 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SpillControl(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPILL_CONTROL_UNSPECIFIED: _ClassVar[SpillControl]
+    SPILL_CONTROL_AUTO: _ClassVar[SpillControl]
+    SPILL_CONTROL_OFF: _ClassVar[SpillControl]
+    SPILL_CONTROL_FORCE: _ClassVar[SpillControl]
+
+class DispatchControl(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISPATCH_CONTROL_UNSPECIFIED: _ClassVar[DispatchControl]
+    DISPATCH_CONTROL_RUNNING: _ClassVar[DispatchControl]
+    DISPATCH_CONTROL_PAUSED: _ClassVar[DispatchControl]
+
 class KeyScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     KEY_SCOPE_UNSPECIFIED: _ClassVar[KeyScope]
     KEY_SCOPE_TENANT: _ClassVar[KeyScope]
     KEY_SCOPE_OPERATOR: _ClassVar[KeyScope]
+SPILL_CONTROL_UNSPECIFIED: SpillControl
+SPILL_CONTROL_AUTO: SpillControl
+SPILL_CONTROL_OFF: SpillControl
+SPILL_CONTROL_FORCE: SpillControl
+DISPATCH_CONTROL_UNSPECIFIED: DispatchControl
+DISPATCH_CONTROL_RUNNING: DispatchControl
+DISPATCH_CONTROL_PAUSED: DispatchControl
 KEY_SCOPE_UNSPECIFIED: KeyScope
 KEY_SCOPE_TENANT: KeyScope
 KEY_SCOPE_OPERATOR: KeyScope
+
+class SetControlsRequest(_message.Message):
+    __slots__ = ("spill", "dispatch")
+    SPILL_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    spill: SpillControl
+    dispatch: DispatchControl
+    def __init__(self, spill: _Optional[_Union[SpillControl, str]] = ..., dispatch: _Optional[_Union[DispatchControl, str]] = ...) -> None: ...
+
+class SetControlsResponse(_message.Message):
+    __slots__ = ("spill", "dispatch")
+    SPILL_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    spill: SpillControl
+    dispatch: DispatchControl
+    def __init__(self, spill: _Optional[_Union[SpillControl, str]] = ..., dispatch: _Optional[_Union[DispatchControl, str]] = ...) -> None: ...
+
+class CancelQueuedJobsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class CancelQueuedJobsResponse(_message.Message):
+    __slots__ = ("cancelled",)
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: int
+    def __init__(self, cancelled: _Optional[int] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("id", "tenant", "scope", "name", "created_at", "expires_at", "hint")

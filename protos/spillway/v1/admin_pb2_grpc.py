@@ -51,6 +51,16 @@ class AdminStub:
                 request_serializer=spillway_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=spillway_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.SetControls = channel.unary_unary(
+                '/spillway.v1.Admin/SetControls',
+                request_serializer=spillway_dot_v1_dot_admin__pb2.SetControlsRequest.SerializeToString,
+                response_deserializer=spillway_dot_v1_dot_admin__pb2.SetControlsResponse.FromString,
+                _registered_method=True)
+        self.CancelQueuedJobs = channel.unary_unary(
+                '/spillway.v1.Admin/CancelQueuedJobs',
+                request_serializer=spillway_dot_v1_dot_admin__pb2.CancelQueuedJobsRequest.SerializeToString,
+                response_deserializer=spillway_dot_v1_dot_admin__pb2.CancelQueuedJobsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -80,6 +90,21 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetControls(self, request, context):
+        """SetControls changes the operator controls that are set; every replica's next
+        decision follows them. They persist in Redis until changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelQueuedJobs(self, request, context):
+        """CancelQueuedJobs cancels a tenant's jobs still in the queue (running ones go on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +122,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=spillway_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=spillway_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'SetControls': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetControls,
+                    request_deserializer=spillway_dot_v1_dot_admin__pb2.SetControlsRequest.FromString,
+                    response_serializer=spillway_dot_v1_dot_admin__pb2.SetControlsResponse.SerializeToString,
+            ),
+            'CancelQueuedJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelQueuedJobs,
+                    request_deserializer=spillway_dot_v1_dot_admin__pb2.CancelQueuedJobsRequest.FromString,
+                    response_serializer=spillway_dot_v1_dot_admin__pb2.CancelQueuedJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +217,60 @@ class Admin:
             '/spillway.v1.Admin/RevokeApiKey',
             spillway_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
             spillway_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetControls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spillway.v1.Admin/SetControls',
+            spillway_dot_v1_dot_admin__pb2.SetControlsRequest.SerializeToString,
+            spillway_dot_v1_dot_admin__pb2.SetControlsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelQueuedJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spillway.v1.Admin/CancelQueuedJobs',
+            spillway_dot_v1_dot_admin__pb2.CancelQueuedJobsRequest.SerializeToString,
+            spillway_dot_v1_dot_admin__pb2.CancelQueuedJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
