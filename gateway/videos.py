@@ -63,6 +63,19 @@ class Video(TypedDict):
             pattern="^[0-9a-f]{32}$",
         ),
     ]
+    placement: Annotated[
+        Placement | None,
+        Field(
+            description="spillway's addition: the pool of the latest attempt and why the "
+            "spillover policy placed it there (e.g. inhouse_slot_free, modal_faster, "
+            "timeout_rescue); null before dispatch.",
+        ),
+    ]
+
+
+class Placement(TypedDict):
+    pool: str
+    reason: str | None
 
 
 class VideoList(TypedDict):
@@ -89,6 +102,7 @@ class VideoEvent(TypedDict):
     progress: int
     created_at: int | None
     pool: str | None
+    reason: str | None
     error: VideoError | None
 
 
@@ -114,6 +128,9 @@ def video_from_job(job: scheduler_pb2.Job) -> Video:
         "error": _error(job.status, job.error),
         "deadline_at": unix_seconds(job.deadline),
         "trace_id": job.trace_id or None,
+        "placement": {"pool": job.pool, "reason": job.placement_reason or None}
+        if job.pool
+        else None,
     }
 
 
@@ -136,6 +153,7 @@ def video_event(event: scheduler_pb2.JobEvent) -> VideoEvent:
         "progress": event.progress,
         "created_at": unix_seconds(event.time),
         "pool": event.pool or None,
+        "reason": event.reason or None,
         "error": _error(event.status, event.error),
     }
 

@@ -42,6 +42,7 @@ def job_to_proto(job: Job) -> pb.Job:
         completed_at=timestamp(job.completed_ms),
         expires_at=timestamp(job.expires_ms),
         pool=job.pool,
+        placement_reason=job.placement,
         attempt=job.attempt,
         idempotency_key=job.idempotency_key,
         trace_id=job.trace_id,
@@ -77,6 +78,7 @@ def event_to_proto(event: Event) -> pb.JobEvent:
         progress=event.progress,
         time=timestamp(event.time_ms),
         pool=event.pool,
+        reason=event.reason,
         terminal=event.terminal,
     )
     if event.error_code:

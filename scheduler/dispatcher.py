@@ -235,6 +235,7 @@ class Dispatcher:
                 cap=self.cap(pool),
                 oldest=oldest,
                 finish_ms=finish_ms,
+                reason=reason.value,
             )
             if job is None:
                 break

@@ -79,6 +79,8 @@ class Job:
     completed_ms: int
     expires_ms: int
     pool: str
+    placement: str
+    """Why the policy placed the last attempt on `pool` (a `Reason` value)."""
     attempt: int
     """Attempts charged against the job's limit."""
     lease: int
@@ -130,6 +132,7 @@ class Job:
             completed_ms=int(h.get("completed_ms") or 0),
             expires_ms=int(h["expires_ms"]),
             pool=h.get("pool", ""),
+            placement=h.get("placement", ""),
             attempt=int(h.get("attempt") or 0),
             lease=int(h.get("lease") or 0),
             call_id=h.get("call_id", ""),
@@ -189,6 +192,7 @@ class Event:
     progress: int
     time_ms: int
     pool: str
+    reason: str
     error_code: str
     error_message: str
 
@@ -207,6 +211,7 @@ class Event:
             progress=int(d["progress"]),
             time_ms=int(d["t"]),
             pool=d.get("pool", ""),
+            reason=d.get("reason", ""),
             error_code=d.get("error_code", ""),
             error_message=d.get("error_message", ""),
         )

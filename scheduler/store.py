@@ -250,6 +250,7 @@ class JobStore:
         cap: int,
         oldest: bool = False,
         finish_ms: int = 0,
+        reason: str = "",
     ) -> Job | None:
         """Takes the next queued job for the pool (by priority, or the longest waiting),
         unless the pool already runs `cap` jobs across all replicas. With `finish_ms`, a
@@ -268,6 +269,7 @@ class JobStore:
                 cap,
                 "oldest" if oldest else "head",
                 finish_ms,
+                reason,
             ],
         )
         return Job.from_hash(_pairs(h)) if h else None

@@ -78,6 +78,7 @@ def test_queued_job_reads_as_a_complete_video_object() -> None:
         "error": None,
         "deadline_at": None,
         "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "placement": None,
     }
 
 
@@ -144,6 +145,7 @@ def test_job_event_becomes_sse_data() -> None:
         "progress": 30,
         "created_at": 1_700_000_005,
         "pool": None,
+        "reason": None,
         "error": {"code": "cancelled", "message": "The video job was cancelled."},
     }
 

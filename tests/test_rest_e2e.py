@@ -292,7 +292,9 @@ async def test_events_stream_in_order_and_resume_after_last_event_id(gateway: Ga
     statuses = [e.data["status"] for e in events]
     assert statuses == ["queued"] + ["in_progress"] * (len(events) - 2) + ["completed"]
     assert all(isinstance(e.data["created_at"], int) for e in events)
-    assert events[1].data["pool"] == "inhouse"
+    assert (events[1].data["pool"], events[1].data["reason"]) == ("inhouse", "inhouse_slot_free")
+    done = (await gateway.http.get(f"/v1/videos/{video['id']}")).json()
+    assert done["placement"] == {"pool": "inhouse", "reason": "inhouse_slot_free"}
     assert (events[-1].data["status"], events[-1].data["error"]) == ("completed", None)
 
     resumed = await read_events(gateway.http, video["id"], last_event_id=events[2].id)

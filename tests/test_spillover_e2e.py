@@ -95,6 +95,14 @@ async def test_burst_spills_completes_and_drains_back(stack: Stack, s3: S3Server
         per_pool = Counter(j.pool for j in jobs)
         assert per_pool["burst"] > 0 and per_pool["inhouse"] > 0, per_pool
         assert set(per_pool) == {"burst", "inhouse"}
+        # Each job says why it went where it went.
+        placed = {(j.pool, j.placement_reason) for j in jobs}
+        assert ("inhouse", "inhouse_slot_free") in placed
+        assert {r for p, r in placed if p == "burst"} <= {
+            "modal_faster",
+            "modal_warm",
+            "timeout_rescue",
+        }
         for job in jobs:
             assert_valid_mp4(s3, job.output.key)
 

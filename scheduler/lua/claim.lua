@@ -3,7 +3,7 @@
 --       order ('head': the tenant whose turn it is, then priority and submission;
 --       'oldest': longest waiting),
 --       finish ms (0: none; else a job whose deadline comes sooner than this is left in
---       line, as it could not finish on this pool before it)
+--       line, as it could not finish on this pool before it), the policy's reason
 -- Pops a queued job for the pool, unless the pool already runs `cap` jobs across all
 -- replicas (or, in-house, no usable endpoint has a free slot); leases it to the owner,
 -- places it on the freest in-house endpoint, and marks it in progress.
@@ -100,9 +100,10 @@ redis.call('HSETNX', K_DISPATCHED, 'since', now)
 redis.call('HINCRBY', jk, 'attempt', 1)
 redis.call('HINCRBY', jk, 'lease', 1)
 redis.call('HSET', jk, 'status', 'in_progress', 'owner', ARGV[4], 'pool', pool,
-  'started_ms', now, 'progress', 1, 'call_id', '', 'endpoint', endpoint)
+  'started_ms', now, 'progress', 1, 'call_id', '', 'endpoint', endpoint,
+  'placement', ARGV[11])
 emit(ARGV[2] .. id, ARGV[3] .. id, ARGV[7],
   {type = 'dispatched', status = 'in_progress', progress = 1, t = now, pool = pool,
-   endpoint = endpoint ~= '' and endpoint or nil})
+   reason = ARGV[11], endpoint = endpoint ~= '' and endpoint or nil})
 wake_if_queued()
 return redis.call('HGETALL', jk)
