@@ -149,6 +149,21 @@ async def delete_video(
     return JSONResponse(deleted)
 
 
+@router.post("/videos/{video_id}/retry", responses={200: {"model": Video}})
+async def retry_video(
+    request: Request, metadata: CallerMetadata, video_id: VideoId
+) -> JSONResponse:
+    """spillway's extension: put a failed or cancelled video back in line (400
+    `video_not_retryable` for one queued, running or completed)."""
+    gateway = backends(request)
+    response: scheduler_pb2.RetryJobResponse = await gateway.scheduler.RetryJob(
+        scheduler_pb2.RetryJobRequest(id=video_id),
+        metadata=metadata,
+        timeout=gateway.config.timeout_s,
+    )
+    return JSONResponse(video_from_job(response.job))
+
+
 @router.get(
     "/videos/{video_id}/content",
     response_class=Response,

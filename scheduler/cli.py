@@ -2,7 +2,7 @@
 
 spillway dev        the whole stack on loopback, with a sample render
 spillway submit     submit a render through the REST gateway, watch it, save it
-spillway jobs       list, get, cancel, watch or download jobs through the gateway
+spillway jobs       list, get, cancel, retry, watch or download jobs through the gateway
 spillway webhooks   register, test and inspect webhook endpoints through the gateway
 spillway keys       create, list or revoke API keys (operator scope, over gRPC)
 spillway admin      operator controls: the spill kill switch, pause dispatch, cancel queued
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -116,6 +117,11 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
         help="the job is useless this long after submit: still queued then, it fails "
         "with 'expired'",
     )
+    submit.add_argument(
+        "--idempotency-key",
+        help="the same key with the same request returns the first job, never a second",
+    )
+    submit.add_argument("--json", action="store_true", help="print the video as JSON")
     submit.add_argument("--watch", action="store_true", help="show progress until it ends")
     submit.add_argument("-o", "--output", type=Path, help="save the MP4 here (implies --watch)")
     _add_gateway_arguments(submit)
@@ -123,7 +129,7 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
 
     jobs = commands.add_parser(
         "jobs",
-        help="list, get, cancel, watch or download render jobs (through the gateway)",
+        help="list, get, cancel, retry, watch or download render jobs (through the gateway)",
         description=jobs_cli.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -345,8 +351,9 @@ async def _submit_async(args: argparse.Namespace) -> int:
             size=args.size,
             model=args.model,
             deadline_s=args.deadline,
+            idempotency_key=args.idempotency_key,
         )
-        print(video["id"], flush=True)
+        print(json.dumps(video, sort_keys=True) if args.json else video["id"], flush=True)
         if not (args.watch or args.output):
             return 0
         last = await watch_with_bar(client, video["id"])

@@ -1,4 +1,4 @@
-"""`spillway jobs`: list, inspect, cancel, watch and download render jobs through the
+"""`spillway jobs`: list, inspect, cancel, retry, watch and download render jobs through the
 REST gateway, with the caller's API key, as `gh` or `kubectl` would: a table for people,
 `--json` for scripts, one line on stderr for an expected failure.
 
@@ -21,7 +21,7 @@ import httpx
 from scheduler.rest_client import ApiError, RestClient, watch_with_bar
 
 OK, FAILED, USAGE, NOT_FOUND, UNREACHABLE = 0, 1, 2, 3, 4
-ACTIONS = ("list", "get", "cancel", "watch", "download")
+ACTIONS = ("list", "get", "cancel", "retry", "watch", "download")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -62,6 +62,12 @@ async def _cancel(client: RestClient, args: argparse.Namespace) -> int:
     return OK
 
 
+async def _retry(client: RestClient, args: argparse.Namespace) -> int:
+    video = await client.call("POST", f"/videos/{args.id}/retry")
+    print(json.dumps(video, sort_keys=True) if args.json else f"retried {video['id']}: queued")
+    return OK
+
+
 async def _watch(client: RestClient, args: argparse.Namespace) -> int:
     last = await watch_with_bar(client, args.id)
     video = await client.get(args.id)
@@ -84,6 +90,7 @@ _ACTIONS = {
     "list": _list,
     "get": _get,
     "cancel": _cancel,
+    "retry": _retry,
     "watch": _watch,
     "download": _download,
 }

@@ -53,13 +53,17 @@ class RestClient:
         size: str,
         model: str | None = None,
         deadline_s: int | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         form = {"prompt": prompt, "seconds": str(seconds), "size": size}
         if model:
             form["model"] = model
         if deadline_s:
             form["deadline_seconds"] = str(deadline_s)
-        response = await self._http.post("/videos", files={k: (None, v) for k, v in form.items()})
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = await self._http.post(
+            "/videos", files={k: (None, v) for k, v in form.items()}, headers=headers
+        )
         return _json(response)
 
     async def list(self, *, limit: int, after: str = "", order: str = "desc") -> dict[str, Any]:

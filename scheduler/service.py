@@ -230,6 +230,24 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return pb.CancelJobResponse(job=job_to_proto(job))
 
     @rpc_errors
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Ctx) -> pb.RetryJobResponse:
+        tenant = await self._keys.tenant(context.invocation_metadata())
+        require_job_id(request.id)
+        found = await self._store.retry(tenant, request.id)
+        if found is None:
+            raise self._not_found(request.id)
+        job, retried = found
+        if not retried:
+            raise FailedPrecondition(
+                f"video {job.id!r} is {job.status.value}; only a failed or cancelled video "
+                "can be retried",
+                reason="video_not_retryable",
+            )
+        self._metrics.submitted()
+        log.info("job %s retried for tenant %s", job.id, tenant)
+        return pb.RetryJobResponse(job=job_to_proto(job))
+
+    @rpc_errors
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
         tenant = await self._keys.tenant(context.invocation_metadata())
         require_job_id(request.id)

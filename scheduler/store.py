@@ -142,6 +142,7 @@ class JobStore:
                 "deadline",
                 "cancel",
                 "cancel_queued",
+                "retry",
                 "delete",
             )
         }
@@ -433,6 +434,19 @@ class JobStore:
             return None
         ended, h = found
         return Job.from_hash(_pairs(h)), bool(ended)
+
+    async def retry(self, tenant: str, job_id: str) -> tuple[Job, bool] | None:
+        """The job, and whether it went back in line (it had failed or was cancelled);
+        None if the tenant has no such job."""
+        found = await self._run(
+            "retry",
+            [keys.job(job_id), keys.events(job_id)],
+            [job_id, keys.channel(job_id), self._maxlen, tenant, self._retention_ms],
+        )
+        if not found:
+            return None
+        retried, h = found
+        return Job.from_hash(_pairs(h)), bool(retried)
 
     async def cancel_queued(self, tenant: str) -> int:
         """Cancels every job the tenant has queued; returns how many."""

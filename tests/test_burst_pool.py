@@ -69,6 +69,7 @@ def make_job(seconds: int = 1, side: int = 64) -> Job:
         completed_ms=0,
         expires_ms=0,
         pool="burst",
+        placement="modal_faster",
         attempt=1,
         lease=1,
         call_id="",

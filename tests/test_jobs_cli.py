@@ -79,3 +79,40 @@ async def test_expected_failures_print_one_line(gateway: Gateway) -> None:
     unreachable = f"http://127.0.0.1:{free_port()}"
     code, _, err = await jobs(unreachable, "list")
     assert code == 4 and f"cannot reach {unreachable}/v1" in err
+
+
+async def test_retry_a_cancelled_job_and_submit_flags(gateway: Gateway) -> None:
+    import grpc
+    from spillway.v1 import scheduler_pb2 as pb
+    from spillway.v1 import scheduler_pb2_grpc
+
+    from tests.conftest import AUTH
+
+    env = {**os.environ, "SPILLWAY_BASE_URL": f"{gateway.base}/v1", "SPILLWAY_API_KEY": API_KEY}
+    # Nothing renders until the job has been cancelled.
+    renderer = gateway.scheduler.config.inhouse[0].address
+    await gateway.scheduler.fleet.edit("drain", renderer)
+    args = ("submit", "a paper crane", "--json", "--idempotency-key", "crane-1")
+    runs = []
+    for _ in range(2):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "scheduler", *args, stdout=asyncio.subprocess.PIPE, env=env
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        runs.append(json.loads(out))
+    # The same key twice: one job.
+    assert runs[0]["id"] == runs[1]["id"] and runs[0]["object"] == "video"
+    video_id = runs[0]["id"]
+    async with grpc.aio.insecure_channel(gateway.scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        await stub.CancelJob(pb.CancelJobRequest(id=video_id), metadata=AUTH)
+    await gateway.scheduler.fleet.edit("add", renderer, 2)
+    code, out, _ = await jobs(gateway.base, "retry", video_id)
+    assert (code, out.strip()) == (0, f"retried {video_id}: queued")
+    code, _, err = await jobs(gateway.base, "watch", video_id)
+    assert code == 0, err
+    code, out, _ = await jobs(gateway.base, "get", video_id, "--json")
+    assert json.loads(out)["status"] == "completed"
+    code, _, err = await jobs(gateway.base, "retry", video_id)
+    assert code == 1 and "only a failed or cancelled video" in err and err.count("\n") == 1

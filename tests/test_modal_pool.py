@@ -99,6 +99,7 @@ def make_job(*, call_id: str = "", prompt: str = "a lighthouse at dusk") -> Job:
         completed_ms=0,
         expires_ms=0,
         pool="modal",
+        placement="modal_faster",
         attempt=1,
         lease=1,
         call_id=call_id,

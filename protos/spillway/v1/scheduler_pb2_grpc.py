@@ -65,6 +65,11 @@ class SchedulerStub:
                 request_serializer=spillway_dot_v1_dot_scheduler__pb2.DeleteJobRequest.SerializeToString,
                 response_deserializer=spillway_dot_v1_dot_scheduler__pb2.DeleteJobResponse.FromString,
                 _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/spillway.v1.Scheduler/RetryJob',
+                request_serializer=spillway_dot_v1_dot_scheduler__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=spillway_dot_v1_dot_scheduler__pb2.RetryJobResponse.FromString,
+                _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/spillway.v1.Scheduler/WatchJob',
                 request_serializer=spillway_dot_v1_dot_scheduler__pb2.WatchJobRequest.SerializeToString,
@@ -127,6 +132,14 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryJob(self, request, context):
+        """RetryJob puts a failed or cancelled job back in line, with its attempts reset;
+        FAILED_PRECONDITION for a job that is queued, running or completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchJob(self, request, context):
         """WatchJob streams the job's events in order, starting after `after_event_id`
         (from the first event when empty), and ends after a terminal event.
@@ -178,6 +191,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=spillway_dot_v1_dot_scheduler__pb2.DeleteJobRequest.FromString,
                     response_serializer=spillway_dot_v1_dot_scheduler__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=spillway_dot_v1_dot_scheduler__pb2.RetryJobRequest.FromString,
+                    response_serializer=spillway_dot_v1_dot_scheduler__pb2.RetryJobResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
@@ -336,6 +354,33 @@ class Scheduler:
             '/spillway.v1.Scheduler/DeleteJob',
             spillway_dot_v1_dot_scheduler__pb2.DeleteJobRequest.SerializeToString,
             spillway_dot_v1_dot_scheduler__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spillway.v1.Scheduler/RetryJob',
+            spillway_dot_v1_dot_scheduler__pb2.RetryJobRequest.SerializeToString,
+            spillway_dot_v1_dot_scheduler__pb2.RetryJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
