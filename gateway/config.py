@@ -26,7 +26,8 @@ MAX_BODY_BYTES = "SPILLWAY_GATEWAY_MAX_BODY_BYTES"
 """Largest request body the gateway reads, in bytes (default 1048576)."""
 
 POLL_AFTER_MS = "SPILLWAY_POLL_AFTER_MS"
-"""The ``openai-poll-after-ms`` hint sent with a queued or running video (default 1000)."""
+"""The ``openai-poll-after-ms`` hint sent with a queued or running video when the
+scheduler sends no estimate of its own (default 1000)."""
 
 TIMEOUT_S = "SPILLWAY_GATEWAY_TIMEOUT_S"
 """Deadline of each unary call to the scheduler, in seconds (default 10)."""

@@ -126,7 +126,9 @@ async def retrieve_video(
     )
     headers = None
     if is_pending(response.job):
-        headers = {"openai-poll-after-ms": str(gateway.config.poll_after_ms)}
+        # The scheduler's estimate from the queue ahead; the setting where it has none.
+        poll_ms = response.poll_after_ms or gateway.config.poll_after_ms
+        headers = {"openai-poll-after-ms": str(poll_ms)}
     return JSONResponse(video_from_job(response.job), headers=headers)
 
 

@@ -199,7 +199,17 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     @rpc_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=job_to_proto(await self._own_job(context, request.id)))
+        tenant = await self._keys.tenant(context.invocation_metadata())
+        require_job_id(request.id)
+        job, ahead = await self._store.get_with_ahead(request.id)
+        if job is None or job.tenant != tenant:
+            raise self._not_found(request.id)
+        poll_ms = 0
+        if job.status is Status.QUEUED:
+            poll_ms = self._spillover.poll_after_ms(ahead or 0)
+        elif job.status is Status.IN_PROGRESS:
+            poll_ms = self._spillover.poll_after_ms(None)
+        return pb.GetJobResponse(job=job_to_proto(job), poll_after_ms=poll_ms)
 
     @rpc_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:

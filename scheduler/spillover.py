@@ -32,6 +32,7 @@ from scheduler.policy import (
     Transition,
     cost_usd,
     decide,
+    poll_after_ms,
     retry_after_s,
 )
 from scheduler.policy.estimates import AGES_SAMPLED, SAMPLES_KEPT, estimate
@@ -97,6 +98,9 @@ class Spillover:
         self.next_deadline_in_ms: int | None = None
         # Who set the operator controls last, and when (ms); from the latest read.
         self.controls_set: tuple[str, int] = ("", 0)
+        # The signal of the latest read (this replica's latest decision): polling hints
+        # come from it without a read of their own.
+        self.last_signal: Signal | None = None
         """How long until the earliest job deadline as the latest read found it (0 or
         less: one is due); None when no job has one."""
 
@@ -169,6 +173,7 @@ class Spillover:
                 dispatch_paused=dispatch_control == "paused",
             ),
         )
+        self.last_signal = signal
         return decode_state(state_json), version or "0", signal, now_ms
 
     async def decide(
@@ -224,6 +229,13 @@ class Spillover:
             "paused" if controls.dispatch_paused else "running",
         )
         return controls
+
+    def poll_after_ms(self, ahead: int | None) -> int:
+        """When to poll a pending job again (see `scheduler.policy.poll_after_ms`); 0
+        before this replica has read a signal."""
+        if self.last_signal is None:
+            return 0
+        return poll_after_ms(self.last_signal, self.config, ahead)
 
     async def retry_after_s(self) -> int:
         """What to tell a caller refused at the queue bound."""

@@ -211,6 +211,16 @@ class JobStore:
         h = await self._r.hgetall(keys.job(job_id))
         return Job.from_hash(cast(dict[str, str], h)) if h else None
 
+    async def get_with_ahead(self, job_id: str) -> tuple[Job | None, int | None]:
+        """The job, and while it is queued how many queued jobs have waited longer: one
+        round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.job(job_id))
+            pipe.zrank(keys.QUEUED_AT, job_id)
+            h, ahead = await pipe.execute()
+        job = Job.from_hash(cast(dict[str, str], h)) if h else None
+        return job, None if ahead is None else int(ahead)
+
     async def list_page(
         self, tenant: str, *, after: str, limit: int, order: Literal["asc", "desc"]
     ) -> tuple[list[Job], bool]:

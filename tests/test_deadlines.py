@@ -22,6 +22,7 @@ from tests.test_rest_e2e import (
     assert_openai_error,
     create,
     http_client,
+    read_events,
     wait_final,
 )
 
@@ -122,3 +123,25 @@ async def test_a_job_that_could_not_finish_in_time_is_not_spilled(
     # In-house, where it may still finish, it is next.
     inhouse = await store.claim("r1", "inhouse", 30, cap=10)
     assert inhouse is not None and inhouse.id == soon.id
+
+
+async def test_the_poll_hint_grows_with_the_queue_ahead(stack: Stack) -> None:
+    """`openai-poll-after-ms` comes from the drain estimate: with one slot busy, a video
+    further back in line is told to come back later than the one at its head."""
+    renderer = await stack.start_renderer(slots=1, fps=FPS)
+    scheduler = await stack.start_scheduler(
+        SPILLWAY_INHOUSE_RENDERERS=f"{renderer.address}=1", SPILLWAY_EST_INHOUSE_RENDER_S="2"
+    )
+    base = await stack.start_gateway(scheduler)
+    async with http_client(base) as http:
+        busy = await create(http, prompt="a long take", seconds="12")
+        await read_events(http, busy["id"], until="video.progress")
+        videos = [await create(http, prompt=f"in line {i}") for i in range(8)]
+
+        async def hint(video_id: str) -> int:
+            return int((await http.get(f"/v1/videos/{video_id}")).headers["openai-poll-after-ms"])
+
+        first, last = await hint(videos[0]["id"]), await hint(videos[-1]["id"])
+        assert 1000 <= first < last <= 60_000
+        for video in [busy, *videos]:
+            await http.delete(f"/v1/videos/{video['id']}")

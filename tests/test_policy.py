@@ -664,7 +664,8 @@ def test_nothing_pending_needs_no_recheck() -> None:
 @pytest.mark.parametrize(
     ("signal", "expected"),
     [
-        (sig(0, slots=2), 5),  # 60 s over 2 + 10 slots
+        # 2 slots at 60 s renders, and 10 on Modal at a 60 s render after a 30 s boot.
+        (sig(0, slots=2), 7),
         (sig(0, slots=2, available=False), 30),
         (sig(0, slots=0, available=False), 60),
         (sig(0, slots=1, available=False, estimates=Estimates(3_600_000, 1, 1)), 60),
@@ -674,7 +675,8 @@ def test_nothing_pending_needs_no_recheck() -> None:
 def test_retry_after_is_one_job_leaving_the_queue_within_1_to_60_s(
     signal: Signal, expected: int
 ) -> None:
-    """Retry-After is the render time over all slots, rounded up, between 1 and 60 s."""
+    """Retry-After is how long the fleets take to drain one job (in-house renders, and
+    Modal's renders after their cold starts), rounded up, between 1 and 60 s."""
     assert retry_after_s(signal, BASE) == expected
 
 
@@ -1038,3 +1040,19 @@ def test_a_drained_queue_brings_the_mode_home_and_prewarm_lapses(
                 for k, (t, q) in enumerate(depths)
             )
     assert ticks[-1][2].state.mode is NORMAL
+
+
+def test_poll_hints_follow_the_drain_estimate() -> None:
+    from scheduler.policy import Controls, poll_after_ms
+
+    cfg = config()
+    # Two slots, 60 s renders, Modal available: the line drains at more than 2 a minute.
+    head = poll_after_ms(sig(10), cfg, 0)
+    back = poll_after_ms(sig(10), cfg, 3)
+    assert 1000 <= head < back < 60_000
+    without_modal = poll_after_ms(sig(10, available=False), cfg, 3)
+    assert without_modal > back
+    paused = dataclasses.replace(sig(10), controls=Controls(dispatch_paused=True))
+    assert poll_after_ms(paused, cfg, 0) == 60_000
+    # A running job: about a progress step of its render (1/20), at least a second.
+    assert poll_after_ms(sig(10), cfg, None) == 3_000

@@ -4,7 +4,7 @@ Nothing in this package does I/O or reads a clock; `scheduler.dispatcher` feeds 
 """
 
 from scheduler.policy.config import PolicyConfig, PrewarmWindow
-from scheduler.policy.decide import cost_usd, decide, retry_after_s
+from scheduler.policy.decide import cost_usd, decide, poll_after_ms, retry_after_s
 from scheduler.policy.estimates import quantile
 from scheduler.policy.meter import Meter
 from scheduler.policy.model import (
@@ -40,6 +40,7 @@ __all__ = [
     "Transition",
     "cost_usd",
     "decide",
+    "poll_after_ms",
     "quantile",
     "retry_after_s",
 ]

@@ -149,11 +149,34 @@ def spawn_tokens(state: PolicyState, config: PolicyConfig, now_ms: int) -> float
     return min(float(config.spawn_burst), state.spawn_tokens + max(0.0, refilled))
 
 
+def drain_per_s(signal: Signal, config: PolicyConfig) -> float:
+    """Jobs a second the fleets take from the queue when busy: in-house rounds, plus what
+    the second fleet takes while it may (a render and a cold start per container)."""
+    est = signal.estimates
+    rate = signal.inhouse_slots / max(1, est.inhouse_render_ms) * 1000
+    spills = signal.modal_available and signal.controls.spill is not SpillControl.OFF
+    if spills and not signal.controls.dispatch_paused:
+        rate += config.modal_cap / max(1, est.modal_render_ms + est.cold_start_ms) * 1000
+    return rate if not signal.controls.dispatch_paused else 0.0
+
+
 def retry_after_s(signal: Signal, config: PolicyConfig) -> int:
-    """What to tell a caller refused at the queue bound: about how long one queued job
-    takes to leave the queue, between 1 and 60 seconds."""
-    slots = max(1, signal.inhouse_slots + (config.modal_cap if signal.modal_available else 0))
-    return min(60, max(1, math.ceil(signal.estimates.inhouse_render_ms / slots / 1000)))
+    """What to tell a caller refused at the queue bound: about how long the queue takes
+    to drain by one job, between 1 and 60 seconds."""
+    rate = drain_per_s(signal, config)
+    return 60 if rate <= 0 else min(60, max(1, math.ceil(1 / rate)))
+
+
+def poll_after_ms(signal: Signal, config: PolicyConfig, ahead: int | None) -> int:
+    """When a caller polling a pending job should ask again: for a queued job with `ahead`
+    jobs before it, about when it is expected to start; for a running one (`ahead` None),
+    about when its progress moves by a step. Between 1 and 60 seconds."""
+    if ahead is None:
+        wait_ms = signal.estimates.inhouse_render_ms / 20
+    else:
+        rate = drain_per_s(signal, config)
+        wait_ms = 60_000 if rate <= 0 else (ahead + 1) / rate * 1000
+    return int(min(60_000, max(1_000, wait_ms)))
 
 
 def _hysteresis(

@@ -144,10 +144,12 @@ class GetJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
-    __slots__ = ("job",)
+    __slots__ = ("job", "poll_after_ms")
     JOB_FIELD_NUMBER: _ClassVar[int]
+    POLL_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     job: Job
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+    poll_after_ms: int
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., poll_after_ms: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "order")
