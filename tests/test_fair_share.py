@@ -89,3 +89,16 @@ async def test_a_flood_delays_another_tenant_by_its_share_only(stack: Stack) -> 
     # Two slots: the first round holds one job of each tenant, the second the same.
     ahead = sum(1 for t in flood_at if t < max(quiet_at))
     assert ahead <= 2, (quiet_at, flood_at)
+
+
+async def test_a_job_queued_before_tenant_queues_existed_is_served(
+    redis_client: aredis.Redis,
+) -> None:
+    """An upgrade finds jobs in the queue that no tenant queue holds: they still go."""
+    store = JobStore(
+        redis_client, retention_s=3600, events_maxlen=64, max_attempts=3, max_queued=10**6
+    )
+    job = (await store.submit("old", SPEC)).job
+    await redis_client.delete(keys.tenant_queue("old"), keys.FAIR)
+    claimed = await store.claim("r1", "inhouse", 30, cap=10)
+    assert claimed is not None and claimed.id == job.id

@@ -76,6 +76,13 @@ local function pick()
       end
     end
   end
+  -- A job in line but in no tenant's queue (queued before tenant queues existed) is
+  -- still served, after every tenant's turn.
+  local head = redis.call('ZRANGE', K_QUEUE, 0, 0)
+  if #head == 1 and redis.call('HGET', ARGV[1] .. head[1], 'status') == 'queued'
+      and fits(ARGV[1] .. head[1]) then
+    return head[1]
+  end
   return nil
 end
 
