@@ -173,14 +173,7 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
 
     spill = commands.add_parser("spillover", help="show the spillover policy's status")
     spill.add_argument("--json", action="store_true", help="one JSON object")
-    spill.add_argument(
-        "--addr",
-        default=os.environ.get("SPILLWAY_SCHEDULER_ADDR", "127.0.0.1:50051"),
-        help="scheduler gRPC address (SPILLWAY_SCHEDULER_ADDR, default %(default)s)",
-    )
-    spill.add_argument(
-        "--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="(SPILLWAY_API_KEY)"
-    )
+    apikeys_cli.add_connection_arguments(spill)
     spill.set_defaults(run=_spillover)
 
     fleet = commands.add_parser(

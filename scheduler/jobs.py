@@ -16,14 +16,18 @@ _ID = re.compile(r"^video_[0-9a-f]{32}$")
 _last_id = 0
 
 
-def new_job_id() -> str:
+def ordered_id(prefix: str) -> str:
     """A time-ordered id, like a monotonic ULID: 48 bits of milliseconds then 80 random
     bits, kept increasing within the process, so ids sort by creation time and a
-    tenant's jobs page by id."""
+    tenant's jobs (or webhook endpoints) page by id."""
     global _last_id
     ms = time.time_ns() // 1_000_000
     _last_id = max(ms << 80 | int.from_bytes(os.urandom(10)), _last_id + 1)
-    return f"video_{_last_id:032x}"
+    return f"{prefix}{_last_id:032x}"
+
+
+def new_job_id() -> str:
+    return ordered_id("video_")
 
 
 def is_job_id(value: str) -> bool:

@@ -58,6 +58,24 @@ _KEY_CONSTANTS = {
 }
 
 
+async def page_ids(
+    client: redis.Redis, index: str, *, after: str, limit: int, order: Literal["asc", "desc"]
+) -> tuple[list[str], bool]:
+    """A page of the ids in a sorted set scored all 0 (so ordered by id, which is by
+    creation time), after the id `after`; and whether more follow."""
+    if order == "asc":
+        start, end = (f"({after}" if after else "-"), "+"
+    else:
+        start, end = (f"({after}" if after else "+"), "-"
+    found = cast(
+        list[str],
+        await client.zrange(
+            index, start, end, desc=order == "desc", bylex=True, offset=0, num=limit + 1
+        ),
+    )
+    return found[:limit], len(found) > limit
+
+
 def load_script(name: str) -> str:
     header = "".join(f"local {k} = '{v}'\n" for k, v in _KEY_CONSTANTS.items())
     return header + (_LUA / "prelude.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
@@ -226,23 +244,7 @@ class JobStore:
     ) -> tuple[list[Job], bool]:
         """A page of the tenant's jobs after the id `after`, and whether more follow."""
         index = keys.tenant_jobs(tenant)
-        found: Any
-        if order == "asc":
-            found = await self._r.zrange(
-                index, f"({after}" if after else "-", "+", bylex=True, offset=0, num=limit + 1
-            )
-        else:
-            found = await self._r.zrange(
-                index,
-                f"({after}" if after else "+",
-                "-",
-                desc=True,
-                bylex=True,
-                offset=0,
-                num=limit + 1,
-            )
-        has_more = len(found) > limit
-        ids: list[str] = found[:limit]
+        ids, has_more = await page_ids(self._r, index, after=after, limit=limit, order=order)
         async with self._r.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(keys.job(job_id))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import ipaddress
 import json
 import os
@@ -26,7 +27,8 @@ from redis.typing import EncodableT, FieldT
 
 from scheduler import keys
 from scheduler.errors import InvalidArgument
-from scheduler.store import load_script
+from scheduler.jobs import ordered_id
+from scheduler.store import load_script, page_ids
 
 EVENT_TYPES = ("video.completed", "video.failed")
 """The events a video raises: its terminal statuses as the OpenAI Videos API names them
@@ -38,15 +40,10 @@ SECRET_GRACE_S = 24 * 3600
 MAX_ENDPOINTS_PER_TENANT = 20
 _MAX_URL = 2048
 _ID = re.compile(r"^we_[0-9a-f]{32}$")
-_last_id = 0
 
 
 def new_endpoint_id() -> str:
-    """Time-ordered like job ids, so a tenant's endpoints page by id."""
-    global _last_id
-    ms = time.time_ns() // 1_000_000
-    _last_id = max(ms << 80 | int.from_bytes(os.urandom(10)), _last_id + 1)
-    return f"we_{_last_id:032x}"
+    return ordered_id("we_")
 
 
 def is_endpoint_id(value: str) -> bool:
@@ -200,25 +197,15 @@ class WebhookStore:
         self, tenant: str, *, after: str, limit: int
     ) -> tuple[list[Endpoint], bool]:
         """Newest first, after the id `after`; and whether more follow."""
-        found = cast(
-            list[str],
-            await self._r.zrange(
-                keys.tenant_webhooks(tenant),
-                f"({after}" if after else "+",
-                "-",
-                desc=True,
-                bylex=True,
-                offset=0,
-                num=limit + 1,
-            ),
+        ids, has_more = await page_ids(
+            self._r, keys.tenant_webhooks(tenant), after=after, limit=limit, order="desc"
         )
-        ids = found[:limit]
         async with self._r.pipeline(transaction=False) as pipe:
             for endpoint_id in ids:
                 pipe.hgetall(keys.webhook_endpoint(endpoint_id))
             hashes = await pipe.execute()
         endpoints = [Endpoint.from_hash(i, h) for i, h in zip(ids, hashes, strict=True) if h]
-        return endpoints, len(found) > limit
+        return endpoints, has_more
 
     async def update(
         self,
@@ -238,10 +225,16 @@ class WebhookStore:
             fields["event_types"] = ",".join(event_types)
         if not fields and not endpoint.disabled:
             return endpoint
-        fields |= {"updated_ms": _now_ms(), "disabled": ""}
+        now = _now_ms()
+        fields |= {"updated_ms": now, "disabled": ""}
         await self._r.hset(keys.webhook_endpoint(endpoint.id), mapping=fields)
-        return Endpoint.from_hash(
-            endpoint.id, _as_hash(endpoint) | {str(k): str(v) for k, v in fields.items()}
+        return dataclasses.replace(
+            endpoint,
+            name=endpoint.name if name is None else name,
+            url=endpoint.url if url is None else url,
+            event_types=endpoint.event_types if event_types is None else tuple(event_types),
+            updated_ms=now,
+            disabled="",
         )
 
     async def delete(self, endpoint: Endpoint) -> None:
@@ -252,16 +245,15 @@ class WebhookStore:
 
     async def rotate_secret(self, endpoint: Endpoint, *, keep_old: bool) -> Endpoint:
         now = _now_ms()
+        secret = new_secret()
         fields: dict[FieldT, EncodableT] = {
-            "secret": new_secret(),
+            "secret": secret,
             "old_secret": endpoint.secret if keep_old else "",
             "old_until_ms": now + SECRET_GRACE_S * 1000 if keep_old else 0,
             "updated_ms": now,
         }
         await self._r.hset(keys.webhook_endpoint(endpoint.id), mapping=fields)
-        return Endpoint.from_hash(
-            endpoint.id, _as_hash(endpoint) | {str(k): str(v) for k, v in fields.items()}
-        )
+        return dataclasses.replace(endpoint, secret=secret, updated_ms=now)
 
     async def secrets(self, endpoint: Endpoint) -> list[str]:
         """The secrets that sign a delivery now: the current one, and the old one during
@@ -356,19 +348,6 @@ class Claimed:
     @property
     def endpoint_id(self) -> str:
         return self.member.partition(" ")[2]
-
-
-def _as_hash(endpoint: Endpoint) -> dict[str, str]:
-    return {
-        "tenant": endpoint.tenant,
-        "name": endpoint.name,
-        "url": endpoint.url,
-        "event_types": ",".join(endpoint.event_types),
-        "created_ms": str(endpoint.created_ms),
-        "updated_ms": str(endpoint.updated_ms),
-        "secret": endpoint.secret,
-        "disabled": endpoint.disabled,
-    }
 
 
 def _now_ms() -> int:

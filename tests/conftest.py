@@ -4,6 +4,7 @@ each on a free loopback port, once per test session and reset before every test.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -393,3 +394,21 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
         yield hooks
     finally:
         await hooks.stop()
+
+
+async def run_spillway(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
+    """`python -m scheduler ARGS` with `env` over this process's environment: its exit
+    code, stdout and stderr. A subprocess awaited, not run: the stack serves from this
+    test's event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scheduler",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 
 import grpc
 import pytest
@@ -15,7 +13,15 @@ from spillway.v1 import admin_pb2 as apb
 from spillway.v1 import admin_pb2_grpc, scheduler_pb2_grpc
 from spillway.v1 import scheduler_pb2 as pb
 
-from tests.conftest import API_KEY, AUTH, OPERATOR_AUTH, OPERATOR_KEY, Stack, assert_eventually
+from tests.conftest import (
+    API_KEY,
+    AUTH,
+    OPERATOR_AUTH,
+    OPERATOR_KEY,
+    Stack,
+    assert_eventually,
+    run_spillway,
+)
 
 SUBMIT = pb.SubmitRenderRequest(prompt="a key test", seconds=4, size="720x1280")
 
@@ -101,21 +107,11 @@ async def test_a_tenant_key_is_refused_operator_calls(stack: Stack) -> None:
 
 
 async def keys_cli(address: str, key: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scheduler",
-        "keys",
-        *args,
-        "--addr",
-        address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "SPILLWAY_API_KEY": key},
+    code, out, err = await run_spillway(
+        "keys", *args, "--addr", address, env={"SPILLWAY_API_KEY": key}
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None and "Traceback" not in err.decode(), err
-    return proc.returncode, out.decode(), err.decode()
+    assert "Traceback" not in err, err
+    return code, out, err
 
 
 async def test_the_keys_cli(stack: Stack) -> None:

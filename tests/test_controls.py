@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import sys
 
 import grpc
 import pytest
@@ -26,7 +24,7 @@ from scheduler.policy import (
     Target,
     decide,
 )
-from tests.conftest import AUTH, OPERATOR_AUTH, OPERATOR_KEY, Stack
+from tests.conftest import AUTH, OPERATOR_AUTH, OPERATOR_KEY, Stack, run_spillway
 from tests.test_policy import SPILLING, T0, TIMEOUT_MS, config, sig
 from tests.test_spillover_e2e import SPILL_ENV, final_jobs, submit_burst
 
@@ -67,21 +65,11 @@ def test_force_spills_in_normal_mode() -> None:
 
 
 async def admin(address: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scheduler",
-        "admin",
-        *args,
-        "--addr",
-        address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "SPILLWAY_API_KEY": OPERATOR_KEY},
+    code, out, err = await run_spillway(
+        "admin", *args, "--addr", address, env={"SPILLWAY_API_KEY": OPERATOR_KEY}
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None and "Traceback" not in err.decode(), err
-    return proc.returncode, out.decode(), err.decode()
+    assert "Traceback" not in err, err
+    return code, out, err
 
 
 @pytest.mark.timeout(240)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from renderer.probe import probe_mp4
-from tests.conftest import API_KEY, Stack, free_port
+from tests.conftest import API_KEY, Stack, free_port, run_spillway
 from tests.test_rest_e2e import UNKNOWN_ID, Gateway, create, start_gateway
 
 
@@ -25,20 +25,8 @@ async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
 
 
 async def jobs(base: str, *args: str) -> tuple[int, str, str]:
-    # A subprocess awaited, not run: the stack serves from this test's event loop.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scheduler",
-        "jobs",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "SPILLWAY_BASE_URL": f"{base}/v1", "SPILLWAY_API_KEY": API_KEY},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    env = {"SPILLWAY_BASE_URL": f"{base}/v1", "SPILLWAY_API_KEY": API_KEY}
+    return await run_spillway("jobs", *args, env=env)
 
 
 async def test_watch_list_get_download_cancel(gateway: Gateway, tmp_path: Path) -> None:

@@ -5,18 +5,22 @@ target guard."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import openai
 import pytest
 
-from tests.conftest import API_KEY, OTHER_API_KEY, Stack, WebhookReceiver, assert_eventually
+from tests.conftest import (
+    API_KEY,
+    OTHER_API_KEY,
+    Stack,
+    WebhookReceiver,
+    assert_eventually,
+    run_spillway,
+)
 from tests.test_rest_e2e import FPS, Gateway, assert_openai_error, create, http_client, wait_final
 
 LOCAL = {
@@ -255,19 +259,10 @@ async def test_loopback_and_plain_http_are_refused_by_default(stack: Stack) -> N
 
 
 async def spillway(base: str, *args: str) -> tuple[int, str, str]:
-    # A subprocess awaited, not run: the stack serves from this test's event loop.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scheduler",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "SPILLWAY_BASE_URL": f"{base}/v1", "SPILLWAY_API_KEY": API_KEY},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None and "Traceback" not in err.decode(), err
-    return proc.returncode, out.decode(), err.decode()
+    env = {"SPILLWAY_BASE_URL": f"{base}/v1", "SPILLWAY_API_KEY": API_KEY}
+    code, out, err = await run_spillway(*args, env=env)
+    assert "Traceback" not in err, err
+    return code, out, err
 
 
 async def test_the_webhooks_cli(drained: tuple[Gateway, str], receiver: WebhookReceiver) -> None:

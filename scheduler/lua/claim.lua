@@ -31,59 +31,51 @@ local function fits(jk)
   return deadline == 0 or deadline >= finish_by
 end
 
+-- The first job in a line (a sorted set of ids) that may go to this pool, looking past
+-- at most `limit` passed over for their deadline (they stay in line), so a claim's cost
+-- stays flat; entries of jobs no longer queued are dropped on the way with `drop`.
+local function first_in(line, limit, drop)
+  local passed = 0
+  while passed < limit do
+    local head = redis.call('ZRANGE', line, passed, passed)
+    if #head == 0 then
+      return nil
+    end
+    local jk = ARGV[1] .. head[1]
+    if redis.call('HGET', jk, 'status') ~= 'queued' then
+      drop(head[1])
+    elseif fits(jk) then
+      return head[1]
+    else
+      passed = passed + 1
+    end
+  end
+  return nil
+end
+
 -- The next job for this pool. In 'oldest' order, the longest waiting; otherwise the head
--- (by priority, then submission) of the tenant whose turn it is: the lowest virtual
--- time. Entries of jobs no longer queued are dropped on the way; jobs passed over for
--- their deadline stay in line, and a bounded look past them keeps a claim's cost flat.
+-- (by priority, then submission) of the tenant whose turn it is: the lowest virtual time.
 local function pick()
   if ARGV[9] == 'oldest' then
-    local passed = 0
-    while passed <= 32 do
-      local head = redis.call('ZRANGE', K_QUEUED_AT, passed, passed)
-      if #head == 0 then
-        return nil
-      end
-      local jk = ARGV[1] .. head[1]
-      if redis.call('HGET', jk, 'status') ~= 'queued' then
-        dequeue(head[1])
-      elseif fits(jk) then
-        return head[1]
-      else
-        passed = passed + 1
-      end
-    end
-    return nil
+    return first_in(K_QUEUED_AT, 33, dequeue)
   end
   for _, tenant in ipairs(redis.call('ZRANGE', K_FAIR, 0, 31)) do
     local tq = K_TENANT_QUEUE .. tenant
-    local passed = 0
-    while passed < 4 do
-      local head = redis.call('ZRANGE', tq, passed, passed)
-      if #head == 0 then
-        if passed == 0 then
-          leave_tenant_queue(tenant, '')
-        end
-        break
-      end
-      local jk = ARGV[1] .. head[1]
-      if redis.call('HGET', jk, 'status') ~= 'queued' then
-        dequeue(head[1])
-        leave_tenant_queue(tenant, head[1])
-      elseif fits(jk) then
-        return head[1]
-      else
-        passed = passed + 1
+    if redis.call('ZCARD', tq) == 0 then
+      leave_tenant_queue(tenant, '')
+    else
+      local id = first_in(tq, 4, function(gone)
+        dequeue(gone)
+        leave_tenant_queue(tenant, gone)
+      end)
+      if id then
+        return id
       end
     end
   end
   -- A job in line but in no tenant's queue (queued before tenant queues existed) is
   -- still served, after every tenant's turn.
-  local head = redis.call('ZRANGE', K_QUEUE, 0, 0)
-  if #head == 1 and redis.call('HGET', ARGV[1] .. head[1], 'status') == 'queued'
-      and fits(ARGV[1] .. head[1]) then
-    return head[1]
-  end
-  return nil
+  return first_in(K_QUEUE, 1, dequeue)
 end
 
 local id = pick()
