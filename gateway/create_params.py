@@ -22,8 +22,13 @@ from starlette.types import Message, Receive
 
 from gateway.errors import ApiError
 
-# `deadline_seconds` is spillway's extension: OpenAI's API has no deadline.
-_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference", "deadline_seconds"})
+# spillway's extensions: OpenAI's API has no deadline, priority class or placement.
+_EXTENSIONS = frozenset({"deadline_seconds", "priority", "inhouse_only"})
+_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference"}) | _EXTENSIONS
+_PRIORITY_CLASSES = {
+    "interactive": scheduler_pb2.PRIORITY_CLASS_INTERACTIVE,
+    "batch": scheduler_pb2.PRIORITY_CLASS_BATCH,
+}
 _JSON_TYPE = "application/json"
 _URLENCODED_TYPE = "application/x-www-form-urlencoded"
 _FORM_TYPES = frozenset({"multipart/form-data", _URLENCODED_TYPE})
@@ -204,6 +209,36 @@ def _submit_request(
         size=_string(fields, "size") or "",
         idempotency_key=idempotency_key or "",
         deadline_seconds=_deadline(fields.get("deadline_seconds")),
+        priority_class=_priority_class(_string(fields, "priority")),
+        inhouse_only=_flag(fields.get("inhouse_only"), "inhouse_only"),
+    )
+
+
+def _priority_class(value: str | None) -> scheduler_pb2.PriorityClass:
+    if value is None:
+        return scheduler_pb2.PRIORITY_CLASS_UNSPECIFIED
+    found = _PRIORITY_CLASSES.get(value)
+    if found is None:
+        raise ApiError(
+            400,
+            f"Invalid value for 'priority': expected 'interactive' or 'batch', got {value!r}.",
+            code="invalid_value",
+            param="priority",
+        )
+    return found
+
+
+def _flag(value: object, name: str) -> bool:
+    """A JSON boolean, or a form's 'true'/'false'."""
+    if value is None or value is False or value == "false":
+        return False
+    if value is True or value == "true":
+        return True
+    raise ApiError(
+        400,
+        f"Invalid value for '{name}': expected true or false.",
+        code="invalid_value",
+        param=name,
     )
 
 

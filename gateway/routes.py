@@ -64,6 +64,18 @@ _CREATE_SCHEMA: dict[str, Any] = {
             "description": "spillway's extension: the video is useless this many seconds "
             "after submit (1 to 604800); still queued then, it fails with code 'expired'.",
         },
+        "priority": {
+            "type": "string",
+            "enum": ["interactive", "batch"],
+            "description": "spillway's extension: the priority class (default interactive). "
+            "Every interactive video is served before any batch one; batch renders on "
+            "in-house slots left free and never spills unless an operator allows it.",
+        },
+        "inhouse_only": {
+            "anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}],
+            "description": "spillway's extension: never spill this video off the in-house "
+            "fleet (e.g. data that must stay there).",
+        },
     },
 }
 _CREATE_BODY = {

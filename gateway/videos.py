@@ -63,6 +63,18 @@ class Video(TypedDict):
             pattern="^[0-9a-f]{32}$",
         ),
     ]
+    priority: Annotated[
+        Literal["interactive", "batch"],
+        Field(
+            description="spillway's addition: the priority class. Every interactive video "
+            "is served before any batch one; batch renders in-house only, unless an "
+            "operator lets batch spill.",
+        ),
+    ]
+    inhouse_only: Annotated[
+        bool,
+        Field(description="spillway's addition: the video never spills off the in-house fleet."),
+    ]
     placement: Annotated[
         Placement | None,
         Field(
@@ -128,6 +140,10 @@ def video_from_job(job: scheduler_pb2.Job) -> Video:
         "error": _error(job.status, job.error),
         "deadline_at": unix_seconds(job.deadline),
         "trace_id": job.trace_id or None,
+        "priority": "batch"
+        if job.priority_class == scheduler_pb2.PRIORITY_CLASS_BATCH
+        else "interactive",
+        "inhouse_only": job.inhouse_only,
         "placement": {"pool": job.pool, "reason": job.placement_reason or None}
         if job.pool
         else None,

@@ -6,6 +6,8 @@ operator key. They persist in Redis, so every replica's next decision follows th
                                            second fleet drains to zero); force: spill
                                            as in spill mode
     spillway admin dispatch pause|resume   pause: nothing is dispatched; jobs wait
+    spillway admin batch inhouse|spill     spill: batch jobs count toward spilling and
+                                           may spill (after interactive ones)
     spillway admin cancel-queued TENANT    cancel a tenant's queued jobs
 
 Exit codes: 0 done; 1 refused (a tenant's key: PERMISSION_DENIED); 2 bad usage; 4 the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -25,13 +28,19 @@ from spillway.v1 import admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from scheduler.apikeys_cli import add_connection_arguments
 from scheduler.jobs_cli import FAILED, OK, UNREACHABLE, USAGE, fail, when
 
-ACTIONS = ("status", "spill", "dispatch", "cancel-queued")
+ACTIONS = ("status", "spill", "dispatch", "batch", "cancel-queued")
 _SPILL = {
     "auto": pb.SPILL_CONTROL_AUTO,
     "off": pb.SPILL_CONTROL_OFF,
     "force": pb.SPILL_CONTROL_FORCE,
 }
 _DISPATCH = {"pause": pb.DISPATCH_CONTROL_PAUSED, "resume": pb.DISPATCH_CONTROL_RUNNING}
+_BATCH = {"inhouse": pb.BATCH_CONTROL_INHOUSE, "spill": pb.BATCH_CONTROL_SPILL}
+_CHOICES: dict[str, Mapping[str, object]] = {
+    "spill": _SPILL,
+    "dispatch": _DISPATCH,
+    "batch": _BATCH,
+}
 _MODES = {
     scheduler_pb2.SPILLOVER_MODE_NORMAL: "normal",
     scheduler_pb2.SPILLOVER_MODE_SPILL: "spill",
@@ -42,7 +51,7 @@ async def run(args: argparse.Namespace) -> int:
     name = f"spillway admin {args.action}"
     if not args.api_key:
         return fail(name, "set SPILLWAY_API_KEY (an operator key) or pass --api-key", USAGE)
-    choices = _SPILL if args.action == "spill" else _DISPATCH if args.action == "dispatch" else None
+    choices = _CHOICES.get(args.action)
     if choices is not None and args.value not in choices:
         return fail(name, f"give one of {', '.join(choices)}", USAGE)
     if args.action == "cancel-queued" and not args.value:
@@ -67,6 +76,10 @@ async def _run(channel: grpc.aio.Channel, args: argparse.Namespace, metadata: An
         await admin.SetControls(
             pb.SetControlsRequest(dispatch=_DISPATCH[args.value]), metadata=metadata, timeout=10
         )
+    elif args.action == "batch":
+        await admin.SetControls(
+            pb.SetControlsRequest(batch=_BATCH[args.value]), metadata=metadata, timeout=10
+        )
     elif args.action == "cancel-queued":
         done = await admin.CancelQueuedJobs(
             pb.CancelQueuedJobsRequest(tenant=args.value), metadata=metadata, timeout=60
@@ -79,8 +92,10 @@ async def _run(channel: grpc.aio.Channel, args: argparse.Namespace, metadata: An
     shown = {
         "spill": status.spill_control or "auto",
         "dispatch": "paused" if status.dispatch_paused else "running",
+        "batch": status.batch_control or "inhouse",
         "mode": _MODES.get(status.mode, "unknown"),
         "queued": status.queued,
+        "batch_queued": status.batch_queued,
         "set_by": status.controls_set_by or None,
         "set_at": status.controls_set_at.seconds if status.HasField("controls_set_at") else None,
     }
@@ -89,7 +104,7 @@ async def _run(channel: grpc.aio.Channel, args: argparse.Namespace, metadata: An
     else:
         print(
             "\n".join(
-                f"{k:<10}{when(v) if k == 'set_at' else v}"
+                f"{k:<14}{when(v) if k == 'set_at' else v}"
                 for k, v in shown.items()
                 if v is not None
             )
@@ -102,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "value",
         nargs="?",
-        help="spill: auto|off|force; dispatch: pause|resume; cancel-queued: the tenant",
+        help="spill: auto|off|force; dispatch: pause|resume; batch: inhouse|spill; "
+        "cancel-queued: the tenant",
     )
     parser.add_argument("--json", action="store_true", help="JSON instead of text")
     add_connection_arguments(parser)

@@ -56,11 +56,20 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             pb.DISPATCH_CONTROL_PAUSED,
         ):
             raise InvalidArgument("dispatch", "must be RUNNING or PAUSED")
+        if request.batch not in (
+            pb.BATCH_CONTROL_UNSPECIFIED,
+            pb.BATCH_CONTROL_INHOUSE,
+            pb.BATCH_CONTROL_SPILL,
+        ):
+            raise InvalidArgument("batch", "must be INHOUSE or SPILL")
         controls = await self._spillover.set_controls(
             spill=_SPILL.get(request.spill),
             dispatch_paused=None
             if request.dispatch == pb.DISPATCH_CONTROL_UNSPECIFIED
             else request.dispatch == pb.DISPATCH_CONTROL_PAUSED,
+            batch_spill=None
+            if request.batch == pb.BATCH_CONTROL_UNSPECIFIED
+            else request.batch == pb.BATCH_CONTROL_SPILL,
             by=f"operator of {operator.tenant}",
         )
         return pb.SetControlsResponse(
@@ -68,6 +77,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             dispatch=pb.DISPATCH_CONTROL_PAUSED
             if controls.dispatch_paused
             else pb.DISPATCH_CONTROL_RUNNING,
+            batch=pb.BATCH_CONTROL_SPILL if controls.batch_spill else pb.BATCH_CONTROL_INHOUSE,
         )
 
     @rpc_errors

@@ -121,6 +121,15 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
         "--idempotency-key",
         help="the same key with the same request returns the first job, never a second",
     )
+    submit.add_argument(
+        "--priority",
+        choices=("interactive", "batch"),
+        help="the class: interactive (default) is served first; batch renders in-house "
+        "on slots left free and never spills unless an operator allows it",
+    )
+    submit.add_argument(
+        "--inhouse-only", action="store_true", help="never spill this job off the in-house fleet"
+    )
     submit.add_argument("--json", action="store_true", help="print the video as JSON")
     submit.add_argument("--watch", action="store_true", help="show progress until it ends")
     submit.add_argument("-o", "--output", type=Path, help="save the MP4 here (implies --watch)")
@@ -164,7 +173,8 @@ def _parser(*, settings_help: bool) -> argparse.ArgumentParser:
 
     admin = commands.add_parser(
         "admin",
-        help="operator controls: spill off|auto|force, dispatch pause|resume, cancel-queued",
+        help="operator controls: spill off|auto|force, dispatch pause|resume, "
+        "batch inhouse|spill, cancel-queued",
         description=admin_cli.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -345,6 +355,8 @@ async def _submit_async(args: argparse.Namespace) -> int:
             model=args.model,
             deadline_s=args.deadline,
             idempotency_key=args.idempotency_key,
+            priority=args.priority,
+            inhouse_only=args.inhouse_only,
         )
         print(json.dumps(video, sort_keys=True) if args.json else video["id"], flush=True)
         if not (args.watch or args.output):

@@ -33,6 +33,10 @@ TENANT_WEIGHTS = "SPILLWAY_TENANT_WEIGHTS"
 """Comma-separated `tenant=weight` pairs: a tenant's share of claims when several have
 work queued (default 1 each; weight 2 is served twice as often). Written to Redis at
 startup, so the replica started last sets them for all."""
+METRICS_TENANTS = "SPILLWAY_METRICS_TENANTS"
+"""Tenants, besides those named in SPILLWAY_TENANT_WEIGHTS, that get a `tenant` label of
+their own on the per-tenant metrics, first come first served on each replica; the rest
+count as `other`, so a caller inventing tenants cannot grow the series. Default 20."""
 TENANT_MAX_QUEUED = "SPILLWAY_TENANT_MAX_QUEUED"
 """Jobs one tenant may have queued; more are refused with 429 / RESOURCE_EXHAUSTED
 (`tenant_queue_full`) and Retry-After. Default 0: only SPILLWAY_MAX_QUEUED bounds it."""
@@ -207,6 +211,7 @@ class SchedulerConfig:
     operator_keys: Mapping[str, str]
     key_cache_s: float
     tenant_weights: Mapping[str, float]
+    metrics_tenants: int
     quota: TenantQuota
     inhouse: tuple[RendererEndpoint, ...]
     models: tuple[str, ...]
@@ -270,6 +275,7 @@ class SchedulerConfig:
             operator_keys=operator_keys,
             key_cache_s=get(env, KEY_CACHE_S, "2", float_at_least(0)),
             tenant_weights=get(env, TENANT_WEIGHTS, "", _weights),
+            metrics_tenants=get(env, METRICS_TENANTS, "20", int_at_least(0)),
             quota=TenantQuota(
                 max_queued=get(env, TENANT_MAX_QUEUED, "0", int_at_least(0)),
                 submits_per_s=get(env, TENANT_SUBMIT_RATE_PER_S, "0", float_at_least(0)),

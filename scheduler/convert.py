@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 from spillway.v1 import scheduler_pb2 as pb
 
-from scheduler.jobs import Event, Job, Status
+from scheduler.jobs import Event, Job, PriorityClass, Status
 from scheduler.policy import Autoscale, Mode, PolicyConfig
 from scheduler.spillover import Status as SpilloverStatus
 from scheduler.storage import CONTENT_TYPE
@@ -16,6 +16,11 @@ STATUS = {
     Status.COMPLETED: pb.JOB_STATUS_COMPLETED,
     Status.FAILED: pb.JOB_STATUS_FAILED,
     Status.CANCELLED: pb.JOB_STATUS_CANCELLED,
+}
+
+PRIORITY_CLASS = {
+    PriorityClass.INTERACTIVE: pb.PRIORITY_CLASS_INTERACTIVE,
+    PriorityClass.BATCH: pb.PRIORITY_CLASS_BATCH,
 }
 
 
@@ -37,6 +42,8 @@ def job_to_proto(job: Job) -> pb.Job:
         seconds=job.spec.seconds,
         size=job.spec.size,
         priority=job.spec.priority,
+        priority_class=PRIORITY_CLASS[job.spec.priority_class],
+        inhouse_only=job.spec.inhouse_only,
         created_at=timestamp(job.created_ms),
         started_at=timestamp(job.started_ms),
         completed_at=timestamp(job.completed_ms),
@@ -121,6 +128,8 @@ def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetS
         ],
         spill_control=signal.controls.spill.value,
         dispatch_paused=signal.controls.dispatch_paused,
+        batch_queued=signal.batch_queued,
+        batch_control="spill" if signal.controls.batch_spill else "inhouse",
         controls_set_by=status.controls_set_by,
         controls_set_at=timestamp(status.controls_set_at_ms),
         spent_usd=signal.spent_usd,

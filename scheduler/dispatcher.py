@@ -196,14 +196,15 @@ class Dispatcher:
             # A job that could not finish on the second fleet before its deadline is not
             # spilled: it waits for an in-house slot, or expires.
             finish_ms = plan.spill_finish_ms
+            batch = signal.controls.batch_spill
             rescue = plan.sent(Target.MODAL, Reason.TIMEOUT_RESCUE)
             started += await self._claim(
-                spill, rescue, Reason.TIMEOUT_RESCUE, oldest=True, finish_ms=finish_ms
+                spill, rescue, Reason.TIMEOUT_RESCUE, oldest=True, finish_ms=finish_ms, batch=batch
             )
             for decision in plan.decisions:
                 if decision.target is Target.MODAL and decision.reason is not Reason.TIMEOUT_RESCUE:
                     started += await self._claim(
-                        spill, decision.count, decision.reason, finish_ms=finish_ms
+                        spill, decision.count, decision.reason, finish_ms=finish_ms, batch=batch
                     )
         if plan.shed_waits_over_ms is not None and (
             shed := await self._store.expire_queued(plan.shed_waits_over_ms)
@@ -224,7 +225,14 @@ class Dispatcher:
         return wait_s
 
     async def _claim(
-        self, pool: Pool, count: int, reason: Reason, *, oldest: bool = False, finish_ms: int = 0
+        self,
+        pool: Pool,
+        count: int,
+        reason: Reason,
+        *,
+        oldest: bool = False,
+        finish_ms: int = 0,
+        batch: bool = False,
     ) -> int:
         started = 0
         for _ in range(count):
@@ -236,13 +244,20 @@ class Dispatcher:
                 oldest=oldest,
                 finish_ms=finish_ms,
                 reason=reason.value,
+                batch=batch,
             )
             if job is None:
                 break
             log.info("dispatched job %s to %s (attempt %d)", job.id, pool.name, job.attempt)
             # Both times are Redis's: no clock skew between replicas.
             waited_s = (job.started_ms - job.queued_ms) / 1000 if job.queued_ms else 0.0
-            self._metrics.dispatched(pool.name, reason.value, waited_s)
+            self._metrics.dispatched(
+                pool.name,
+                reason.value,
+                waited_s,
+                tenant=job.tenant,
+                priority=job.spec.priority_class.value,
+            )
             self._start(job, pool, reason.value)
             started += 1
         return started

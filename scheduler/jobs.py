@@ -46,6 +46,17 @@ class Status(StrEnum):
         return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
 
+class PriorityClass(StrEnum):
+    """Which line a job waits in: every interactive job is served before any batch job."""
+
+    INTERACTIVE = "interactive"
+    """Someone waits for it: the default, and the wait the spillover policy bounds."""
+    BATCH = "batch"
+    """Renders on in-house slots interactive jobs leave free; never counts toward
+    spilling and never spills unless an operator allows it; not shed by the queue
+    timeout."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a caller asked for, validated."""
@@ -56,6 +67,10 @@ class JobSpec:
     width: int
     height: int
     priority: int
+    """0-9 within the job's class and tenant, higher first."""
+    priority_class: PriorityClass = PriorityClass.INTERACTIVE
+    inhouse_only: bool = False
+    """Never spilled (e.g. data that must stay on the in-house fleet)."""
 
     @property
     def size(self) -> str:
@@ -130,6 +145,8 @@ class Job:
                 width=int(h["width"]),
                 height=int(h["height"]),
                 priority=int(h["priority"]),
+                priority_class=PriorityClass(h.get("class") or PriorityClass.INTERACTIVE),
+                inhouse_only=h.get("inhouse_only") == "1",
             ),
             created_ms=int(h["created_ms"]),
             started_ms=int(h.get("started_ms") or 0),
@@ -175,6 +192,8 @@ def initial_fields(
         "width": str(spec.width),
         "height": str(spec.height),
         "priority": str(spec.priority),
+        "class": spec.priority_class.value,
+        "inhouse_only": "1" if spec.inhouse_only else "0",
         "attempt": "0",
         "lease": "0",
         "call_id": "",

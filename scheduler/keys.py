@@ -34,8 +34,12 @@ WAKE = f"{NAMESPACE}wake"
 block on it instead of polling."""
 
 QUEUED_AT = f"{NAMESPACE}queued_at"
-"""Sorted set of queued job ids scored by when they (last) entered the queue (Redis
-server ms): the queue timeout and the policy's view of waiting times read it."""
+"""Sorted set of queued interactive job ids scored by when they (last) entered the queue
+(Redis server ms): the queue timeout and the policy's view of waiting times read it."""
+
+BATCH_QUEUED_AT = f"{NAMESPACE}queued_at:batch"
+"""As `QUEUED_AT`, for the jobs of the batch class: kept apart so their waits never
+count toward spilling, and the queue timeout never sheds them."""
 
 RUNNING_PREFIX = f"{NAMESPACE}running:"
 """Set per pool of the job ids it runs: its size is the pool's in-flight count across
@@ -210,6 +214,14 @@ TENANT_WEIGHTS = f"{NAMESPACE}tenant:weights"
 `SPILLWAY_TENANT_WEIGHTS` at startup."""
 
 
+BATCH_TENANT_QUEUE_PREFIX = f"{NAMESPACE}tqb:"
+BATCH_FAIR = f"{NAMESPACE}fair:batch"
+BATCH_FAIR_VT = f"{NAMESPACE}fair:batch:vt"
+"""As `TENANT_QUEUE_PREFIX`, `FAIR` and `FAIR_VT`, for the batch class: a claim serves
+the batch line only when the interactive one has nothing for it, and tenants take turns
+within each line."""
+
+
 def tenant_queue(tenant: str) -> str:
     return TENANT_QUEUE_PREFIX + tenant
 
@@ -219,4 +231,5 @@ SUBMIT_BUCKET_PREFIX = f"{NAMESPACE}submits:"
 
 CONTROLS = f"{NAMESPACE}controls"
 """Hash: the operator controls (`spill`: auto, off or force; `dispatch`: running or
-paused) and who set them when (`by`, `at_ms`); read with the policy's signal."""
+paused; `batch`: inhouse or spill) and who set them when (`by`, `at_ms`); read with
+the policy's signal."""

@@ -4,7 +4,7 @@
 replicas share a test process) and offers one small method per thing that happens; the
 dispatcher calls them and nothing else touches the metric objects. Names carry the
 `spillway_` prefix and base units; labels are bounded (pools, statuses, a closed set of
-failure reasons, policy enums), never job ids or tenants.
+failure reasons, policy enums, and tenants through `TenantLabels`), never job ids.
 
 Gauges fed by `decision` describe shared Redis state (queue, in-flight, spend), so every
 replica reports the same values: aggregate them with `max`, and counters with `sum`.
@@ -76,6 +76,28 @@ _CRASH_PATTERN: Final = re.compile(
 )
 
 
+OTHER_TENANT: Final = "other"
+
+
+class TenantLabels:
+    """The `tenant` label of a tenant: its name if the weights name it, or if it is one
+    of the first `limit` others this replica has seen; else `other`. So the per-tenant
+    series stay bounded however many tenants callers bring."""
+
+    def __init__(self, named: Iterable[str], limit: int) -> None:
+        self._known = set(named)
+        self._room = limit
+
+    def __call__(self, tenant: str) -> str:
+        if tenant in self._known:
+            return tenant
+        if self._room > 0:
+            self._room -= 1
+            self._known.add(tenant)
+            return tenant
+        return OTHER_TENANT
+
+
 def failure_reason(message: str, retryable: bool) -> str:
     """The bounded `reason` label for a `RenderError`: `oom`, `timeout`, `full` or
     `unavailable` when the message says so (in that order, so a CUDA OOM reported as a
@@ -100,9 +122,16 @@ class SchedulerMetrics:
     `rate()` sees the first failure.
     """
 
-    def __init__(self, policy: PolicyConfig, *, pools: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        policy: PolicyConfig,
+        *,
+        pools: Iterable[str] = (),
+        tenants: TenantLabels | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._policy = policy
+        self._tenant = tenants or TenantLabels((), 0)
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -134,6 +163,27 @@ class SchedulerMetrics:
             "Time from entering the queue to dispatch, per attempt, by the pool that took "
             "the job and why: the wait spillover exists to cut.",
             ["pool", "reason"],
+            buckets=JOB_BUCKETS_S,
+            registry=r,
+        )
+        # Tenants (bounded: `TenantLabels`)
+        self._tenant_submitted = Counter(
+            "spillway_tenant_jobs_submitted_total",
+            "Jobs accepted into the queue, by tenant and priority class.",
+            ["tenant", "priority"],
+            registry=r,
+        )
+        self._tenant_refused = Counter(
+            "spillway_tenant_submits_refused_total",
+            "Submits refused by a bound (queue_full, tenant_queue_full, rate_limited), by tenant.",
+            ["tenant", "reason"],
+            registry=r,
+        )
+        self._tenant_queue_wait = Histogram(
+            "spillway_tenant_queue_wait_seconds",
+            "Time from entering the queue to dispatch, per attempt, by tenant and priority "
+            "class: what fair share and the classes divide.",
+            ["tenant", "priority"],
             buckets=JOB_BUCKETS_S,
             registry=r,
         )
@@ -342,9 +392,12 @@ class SchedulerMetrics:
             for reason in FAILURE_REASONS:
                 self._render_failures.labels(pool, reason)
 
-    def submitted(self, count: int = 1) -> None:
-        if count > 0:
-            self._submitted.inc(count)
+    def submitted(self, tenant: str, priority: str) -> None:
+        self._submitted.inc()
+        self._tenant_submitted.labels(self._tenant(tenant), priority).inc()
+
+    def refused(self, tenant: str, reason: str) -> None:
+        self._tenant_refused.labels(self._tenant(tenant), reason).inc()
 
     def job_finished(self, pool: str, status: str, latency_s: float | None) -> None:
         """A job reached `status` (completed, failed or cancelled) on `pool` ("" when it
@@ -356,9 +409,13 @@ class SchedulerMetrics:
         if status == "completed" and latency_s is not None:
             self._job_latency.labels(label).observe(max(0.0, latency_s))
 
-    def dispatched(self, pool: str, reason: str, queue_wait_s: float) -> None:
+    def dispatched(
+        self, pool: str, reason: str, queue_wait_s: float, *, tenant: str, priority: str
+    ) -> None:
+        waited = max(0.0, queue_wait_s)
         self._dispatched.labels(pool).inc()
-        self._queue_wait.labels(pool, reason).observe(max(0.0, queue_wait_s))
+        self._queue_wait.labels(pool, reason).observe(waited)
+        self._tenant_queue_wait.labels(self._tenant(tenant), priority).observe(waited)
 
     def render_observed(self, pool: str, wall_s: float, info: RenderInfo) -> None:
         """A render succeeded on `pool` in `wall_s` as the scheduler saw it."""

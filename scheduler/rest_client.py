@@ -54,12 +54,18 @@ class RestClient:
         model: str | None = None,
         deadline_s: int | None = None,
         idempotency_key: str | None = None,
+        priority: str | None = None,
+        inhouse_only: bool = False,
     ) -> dict[str, Any]:
         form = {"prompt": prompt, "seconds": str(seconds), "size": size}
         if model:
             form["model"] = model
         if deadline_s:
             form["deadline_seconds"] = str(deadline_s)
+        if priority:
+            form["priority"] = priority
+        if inhouse_only:
+            form["inhouse_only"] = "true"
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = await self._http.post(
             "/videos", files={k: (None, v) for k, v in form.items()}, headers=headers

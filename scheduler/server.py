@@ -29,7 +29,7 @@ from scheduler.events import EventHub
 from scheduler.expiry import ObjectExpiry
 from scheduler.fleet import Fleet, FleetMonitor
 from scheduler.grpc_input import DecodeRequests
-from scheduler.metrics import MetricsServer, SchedulerMetrics
+from scheduler.metrics import MetricsServer, SchedulerMetrics, TenantLabels
 from scheduler.outage import Outage
 from scheduler.pools.base import Pool
 from scheduler.pools.factory import build_spill_pool
@@ -155,7 +155,9 @@ class SchedulerServer:
             self._spill = build_spill_pool(cfg, self._tmp_dir)
         spill_name = self._spill.name if self._spill else None
         self.metrics = SchedulerMetrics(
-            cfg.policy, pools=(self.pool.name, *((spill_name,) if spill_name else ()))
+            cfg.policy,
+            pools=(self.pool.name, *((spill_name,) if spill_name else ())),
+            tenants=TenantLabels(cfg.tenant_weights, cfg.metrics_tenants),
         )
         self.spillover = Spillover(
             self.redis,

@@ -34,7 +34,7 @@ from scheduler.errors import (
     to_status,
 )
 from scheduler.events import EventHub, watch
-from scheduler.jobs import Job, Status
+from scheduler.jobs import Job, PriorityClass, Status
 from scheduler.metrics import SchedulerMetrics
 from scheduler.spillover import Spillover
 from scheduler.spillover import Status as SpilloverStatus
@@ -150,6 +150,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             size=request.size,
             priority=request.priority,
             models=self._models,
+            priority_class=_priority_class(request.priority_class),
+            inhouse_only=request.inhouse_only,
         )
         key = validate_idempotency_key(request.idempotency_key)
         deadline_s = validate_deadline(request.deadline_seconds)
@@ -164,6 +166,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             )
         except QueueFull as exc:
             self._metrics.shed("queue_full")
+            self._metrics.refused(tenant, "tenant_queue_full" if exc.tenant else "queue_full")
             retry_after_s = await self._spillover.retry_after_s()
             whose = "your share of the render queue" if exc.tenant else "the render queue"
             log.warning(
@@ -178,6 +181,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 reason="tenant_queue_full" if exc.tenant else "queue_full",
             ) from None
         except RateLimited as exc:
+            self._metrics.refused(tenant, "rate_limited")
             retry_after_s = math.ceil(exc.retry_after_ms / 1000)
             raise ResourceExhausted(
                 f"too many submits: over this tenant's rate; retry in {retry_after_s} s",
@@ -193,7 +197,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 reason="idempotency_key_reused",
             )
         if submitted.created:
-            self._metrics.submitted()
+            self._metrics.submitted(tenant, spec.priority_class.value)
             log.info("job %s queued for tenant %s", submitted.job.id, tenant)
         return pb.SubmitRenderResponse(job=job_to_proto(submitted.job), created=submitted.created)
 
@@ -253,7 +257,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 "can be retried",
                 reason="video_not_retryable",
             )
-        self._metrics.submitted()
+        self._metrics.submitted(tenant, job.spec.priority_class.value)
         log.info("job %s retried for tenant %s", job.id, tenant)
         return pb.RetryJobResponse(job=job_to_proto(job))
 
@@ -317,3 +321,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         except redis.ConnectionError as exc:
             log.error("Redis unavailable: %s", exc)
             await context.abort_with_status(to_status(Unavailable("job store unavailable")))
+
+
+def _priority_class(value: int) -> PriorityClass:
+    if value == pb.PRIORITY_CLASS_BATCH:
+        return PriorityClass.BATCH
+    if value in (pb.PRIORITY_CLASS_UNSPECIFIED, pb.PRIORITY_CLASS_INTERACTIVE):
+        return PriorityClass.INTERACTIVE
+    raise InvalidArgument(
+        "priority_class", f"must be PRIORITY_CLASS_INTERACTIVE or PRIORITY_CLASS_BATCH, got {value}"
+    )

@@ -124,7 +124,8 @@ class Spillover:
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.hmget(keys.POLICY, ["state", "version"])
-            pipe.zcard(keys.QUEUE)
+            pipe.zcard(keys.QUEUED_AT)
+            pipe.zcard(keys.BATCH_QUEUED_AT)
             pipe.zrange(keys.QUEUED_AT, 0, AGES_SAMPLED - 1, withscores=True)
             # By sha, not as a Script: a pipeline with a Script asks SCRIPT EXISTS first,
             # a round trip of its own on every read.
@@ -135,11 +136,12 @@ class Spillover:
             pipe.lrange(keys.samples(spill, "cold"), 0, -1)
             pipe.get(keys.spend(_month()))
             pipe.zrange(keys.DEADLINES, 0, 0, withscores=True)
-            pipe.hmget(keys.CONTROLS, ["spill", "dispatch", "by", "at_ms"])
+            pipe.hmget(keys.CONTROLS, ["spill", "dispatch", "batch", "by", "at_ms"])
             (
                 (sec, usec),
                 (state_json, version),
                 queued,
+                batch_queued,
                 oldest,
                 fleet_rows,
                 spill_inflight,
@@ -148,7 +150,7 @@ class Spillover:
                 colds,
                 spent,
                 earliest_deadline,
-                (spill_control, dispatch_control, controls_by, controls_at),
+                (spill_control, dispatch_control, batch_control, controls_by, controls_at),
             ) = await pipe.execute()
         now_ms = int(sec) * 1000 + int(usec) // 1000
         self.next_deadline_in_ms = (
@@ -171,7 +173,9 @@ class Spillover:
             controls=Controls(
                 spill=SpillControl(spill_control or SpillControl.AUTO),
                 dispatch_paused=dispatch_control == "paused",
+                batch_spill=batch_control == "spill",
             ),
+            batch_queued=int(batch_queued),
         )
         self.last_signal = signal
         return decode_state(state_json), version or "0", signal, now_ms
@@ -206,7 +210,12 @@ class Spillover:
         raise RuntimeError("spillover state kept changing under this replica")
 
     async def set_controls(
-        self, *, spill: SpillControl | None, dispatch_paused: bool | None, by: str
+        self,
+        *,
+        spill: SpillControl | None,
+        dispatch_paused: bool | None,
+        by: str,
+        batch_spill: bool | None = None,
     ) -> Controls:
         """Sets the controls given (None leaves one as it is); returns them all."""
         fields: dict[str, str] = {"by": by, "at_ms": str(int(time.time() * 1000))}
@@ -214,19 +223,23 @@ class Spillover:
             fields["spill"] = spill.value
         if dispatch_paused is not None:
             fields["dispatch"] = "paused" if dispatch_paused else "running"
+        if batch_spill is not None:
+            fields["batch"] = "spill" if batch_spill else "inhouse"
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hset(keys.CONTROLS, mapping=fields)  # type: ignore[arg-type]
-            pipe.hmget(keys.CONTROLS, ["spill", "dispatch"])
-            _, (now_spill, now_dispatch) = await pipe.execute()
+            pipe.hmget(keys.CONTROLS, ["spill", "dispatch", "batch"])
+            _, (now_spill, now_dispatch, now_batch) = await pipe.execute()
         controls = Controls(
             spill=SpillControl(now_spill or SpillControl.AUTO),
             dispatch_paused=now_dispatch == "paused",
+            batch_spill=now_batch == "spill",
         )
         log.warning(
-            "operator controls set by %s: spill %s, dispatch %s",
+            "operator controls set by %s: spill %s, dispatch %s, batch %s",
             by,
             controls.spill.value,
             "paused" if controls.dispatch_paused else "running",
+            "spill" if controls.batch_spill else "inhouse",
         )
         return controls
 

@@ -32,6 +32,10 @@ _KEY_CONSTANTS = {
     "K_TENANT_QUEUE": keys.TENANT_QUEUE_PREFIX,
     "K_FAIR": keys.FAIR,
     "K_FAIR_VT": keys.FAIR_VT,
+    "K_BATCH_TENANT_QUEUE": keys.BATCH_TENANT_QUEUE_PREFIX,
+    "K_BATCH_FAIR": keys.BATCH_FAIR,
+    "K_BATCH_FAIR_VT": keys.BATCH_FAIR_VT,
+    "K_BATCH_QUEUED_AT": keys.BATCH_QUEUED_AT,
     "K_TENANT_WEIGHTS": keys.TENANT_WEIGHTS,
     "K_SUBMIT_BUCKET": keys.SUBMIT_BUCKET_PREFIX,
     "K_QUEUED_AT": keys.QUEUED_AT,
@@ -230,14 +234,19 @@ class JobStore:
         return Job.from_hash(cast(dict[str, str], h)) if h else None
 
     async def get_with_ahead(self, job_id: str) -> tuple[Job | None, int | None]:
-        """The job, and while it is queued how many queued jobs have waited longer: one
-        round trip."""
+        """The job, and while it is queued how many queued jobs go before it: the
+        interactive ones that have waited longer or, for a batch job, every interactive
+        one and the batch ones that have waited longer. One round trip."""
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.job(job_id))
             pipe.zrank(keys.QUEUED_AT, job_id)
-            h, ahead = await pipe.execute()
+            pipe.zrank(keys.BATCH_QUEUED_AT, job_id)
+            pipe.zcard(keys.QUEUED_AT)
+            h, ahead, batch_ahead, interactive = await pipe.execute()
         job = Job.from_hash(cast(dict[str, str], h)) if h else None
-        return job, None if ahead is None else int(ahead)
+        if ahead is not None:
+            return job, int(ahead)
+        return job, None if batch_ahead is None else int(interactive) + int(batch_ahead)
 
     async def list_page(
         self, tenant: str, *, after: str, limit: int, order: Literal["asc", "desc"]
@@ -264,10 +273,13 @@ class JobStore:
         oldest: bool = False,
         finish_ms: int = 0,
         reason: str = "",
+        batch: bool = False,
     ) -> Job | None:
-        """Takes the next queued job for the pool (by priority, or the longest waiting),
-        unless the pool already runs `cap` jobs across all replicas. With `finish_ms`, a
-        job whose deadline comes sooner than that is passed over: it stays in line."""
+        """Takes the next queued job for the pool (by priority, or the longest waiting;
+        interactive before batch), unless the pool already runs `cap` jobs across all
+        replicas. A spill (`cap` >= 0) takes no job kept in-house and, unless `batch`, no
+        batch job; with `finish_ms`, it passes over a job whose deadline comes sooner
+        than that. Jobs passed over stay in line."""
         h = await self._run(
             "claim",
             [],
@@ -283,6 +295,7 @@ class JobStore:
                 "oldest" if oldest else "head",
                 finish_ms,
                 reason,
+                "1" if batch else "0",
             ],
         )
         return Job.from_hash(_pairs(h)) if h else None

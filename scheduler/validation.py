@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 
 from scheduler.errors import InvalidArgument, NotFound
-from scheduler.jobs import JobSpec, is_job_id
+from scheduler.jobs import JobSpec, PriorityClass, is_job_id
 
 MAX_PROMPT_CHARS = 4000
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -36,6 +36,8 @@ def validate_spec(
     size: str,
     priority: int,
     models: Sequence[str],
+    priority_class: PriorityClass = PriorityClass.INTERACTIVE,
+    inhouse_only: bool = False,
 ) -> JobSpec:
     if not prompt.strip():
         raise InvalidArgument("prompt", "must not be empty", reason="missing_prompt")
@@ -72,7 +74,14 @@ def validate_spec(
         raise InvalidArgument("priority", f"must be 0 to {MAX_PRIORITY}, got {priority}")
     width, height = SIZES[size]
     return JobSpec(
-        prompt=prompt, model=model, seconds=seconds, width=width, height=height, priority=priority
+        prompt=prompt,
+        model=model,
+        seconds=seconds,
+        width=width,
+        height=height,
+        priority=priority,
+        priority_class=priority_class,
+        inhouse_only=inhouse_only,
     )
 
 

@@ -78,6 +78,8 @@ def test_queued_job_reads_as_a_complete_video_object() -> None:
         "error": None,
         "deadline_at": None,
         "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "priority": "interactive",
+        "inhouse_only": False,
         "placement": None,
     }
 
@@ -428,7 +430,10 @@ async def test_multipart_body_reads_like_the_official_client_sends_it() -> None:
         ({"prompt": "p", "seconds": 4.5}, "seconds", "invalid_value"),
         ({"prompt": "p", "seconds": "0"}, "seconds", "invalid_value"),
         ({"prompt": 7}, "prompt", "invalid_type"),
-        ({"prompt": "p", "priority": 9}, "priority", "unknown_parameter"),
+        ({"prompt": "p", "priority": 9}, "priority", "invalid_type"),
+        ({"prompt": "p", "priority": "urgent"}, "priority", "invalid_value"),
+        ({"prompt": "p", "inhouse_only": "yes"}, "inhouse_only", "invalid_value"),
+        ({"prompt": "p", "colour": "red"}, "colour", "unknown_parameter"),
         ({"prompt": "p", "input_reference": {"image_url": "x"}}, "input_reference", None),
     ],
 )

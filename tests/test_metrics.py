@@ -27,6 +27,7 @@ from scheduler.metrics import (
     FAILURE_REASONS,
     MetricsServer,
     SchedulerMetrics,
+    TenantLabels,
     failure_reason,
 )
 from scheduler.policy import (
@@ -233,10 +234,10 @@ def test_shed_counts_refused_and_timed_out_jobs(metrics: SchedulerMetrics) -> No
 def test_transitions_dispatches_and_submits_count(metrics: SchedulerMetrics) -> None:
     """Mode transitions count by direction, dispatches by pool, submits in total."""
     metrics.transition(Mode.NORMAL, Mode.SPILL)
-    metrics.dispatched("modal", "modal_faster", 1.0)
-    metrics.dispatched("modal", "modal_faster", 1.0)
-    metrics.submitted()
-    metrics.submitted(4)
+    metrics.dispatched("modal", "modal_faster", 1.0, tenant="acme", priority="interactive")
+    metrics.dispatched("modal", "modal_faster", 1.0, tenant="acme", priority="interactive")
+    for _ in range(5):
+        metrics.submitted("acme", "interactive")
 
     transitions = "spillway_spillover_transitions_total"
     assert metrics.registry.get_sample_value(transitions, {"from": "normal", "to": "spill"}) == 1
@@ -328,12 +329,26 @@ def test_decision_without_a_second_fleet_sets_no_spill_pool_series(
     assert "spillway_estimate_cold_start_seconds" not in samples
 
 
+def test_tenant_labels_stay_bounded() -> None:
+    """Tenants named in the weights keep their label; the first `limit` others get their
+    own; every later one counts as `other`."""
+    metrics = SchedulerMetrics(POLICY, tenants=TenantLabels(["vip"], 2))
+    for tenant in ("a", "b", "c", "d", "vip", "a"):
+        metrics.submitted(tenant, "batch")
+    submitted = "spillway_tenant_jobs_submitted_total"
+    counts = {
+        t: metrics.registry.get_sample_value(submitted, {"tenant": t, "priority": "batch"})
+        for t in ("a", "b", "c", "d", "vip", "other")
+    }
+    assert counts == {"a": 2, "b": 1, "c": None, "d": None, "vip": 1, "other": 2}
+
+
 def test_replicas_in_one_process_keep_separate_registries() -> None:
     """Two replicas' metrics neither collide on registration nor see each other's
     values."""
     a = SchedulerMetrics(POLICY, pools=("inhouse",))
     b = SchedulerMetrics(POLICY, pools=("inhouse",))
-    a.dispatched("inhouse", "inhouse_slot_free", 0.5)
+    a.dispatched("inhouse", "inhouse_slot_free", 0.5, tenant="acme", priority="interactive")
 
     assert value(a, "spillway_jobs_dispatched_total", pool="inhouse") == 1
     assert value(b, "spillway_jobs_dispatched_total", pool="inhouse") == 0
@@ -353,7 +368,7 @@ def test_metrics_server_serves_text_format_on_a_free_port_and_stops(
     """The endpoint binds a free port, serves the registry in the Prometheus text
     format, keeps its port on a second start, and refuses connections once stopped
     (stopping twice is harmless)."""
-    metrics.dispatched("modal", "modal_faster", 1.0)
+    metrics.dispatched("modal", "modal_faster", 1.0, tenant="acme", priority="interactive")
     server = MetricsServer(metrics, "127.0.0.1", 0)
     port = server.start()
     try:
@@ -387,9 +402,10 @@ def test_metrics_server_accepts_a_bare_registry() -> None:
 
 def _exercised() -> SchedulerMetrics:
     m = SchedulerMetrics(POLICY, pools=("inhouse", "modal"))
-    m.submitted()
+    m.submitted("acme", "interactive")
+    m.refused("acme", "rate_limited")
     m.job_finished("modal", "completed", 12.0)
-    m.dispatched("modal", "modal_faster", 1.0)
+    m.dispatched("modal", "modal_faster", 1.0, tenant="acme", priority="batch")
     m.render_observed("modal", 30.0, render_info(cold=True, boot_s=1.0, render_s=20.0))
     m.render_failed("modal", "oom")
     m.upload_observed(1000, 0.2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from scheduler.config import SchedulerConfig
 from scheduler.settings_doc import settings
@@ -40,6 +41,11 @@ def test_help_lists_every_variable_the_config_reads() -> None:
     assert {"REDIS_URL", "SPILLWAY_LEASE_S", "SPILLWAY_HIGH_WATERMARK"} <= env.asked
     assert env.asked - set(listed) == set()
     assert [name for name, doc in listed.items() if not doc] == []
+
+
+def test_the_readme_table_names_every_setting() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert [name for name, _ in settings() if f"`{name}`" not in readme] == []
 
 
 def test_scheduler_help_prints_them() -> None:

@@ -3,14 +3,18 @@
 --       order ('head': the tenant whose turn it is, then priority and submission;
 --       'oldest': longest waiting),
 --       finish ms (0: none; else a job whose deadline comes sooner than this is left in
---       line, as it could not finish on this pool before it), the policy's reason
--- Pops a queued job for the pool, unless the pool already runs `cap` jobs across all
--- replicas (or, in-house, no usable endpoint has a free slot); leases it to the owner,
--- places it on the freest in-house endpoint, and marks it in progress.
+--       line, as it could not finish on this pool before it), the policy's reason,
+--       whether batch jobs may spill ('1'/'0')
+-- Pops a queued job for the pool (interactive before batch; a spill takes no job kept
+-- in-house, and no batch job unless they may spill), unless the pool already runs `cap`
+-- jobs across all replicas (or, in-house, no usable endpoint has a free slot); leases it
+-- to the owner, places it on the freest in-house endpoint, and marks it in progress.
 -- Returns the job's hash as a flat list, or false when there is none or no room.
 local pool = ARGV[6]
 local endpoint = ''
-if tonumber(ARGV[8]) < 0 then
+local inhouse = tonumber(ARGV[8]) < 0
+local batch_ok = inhouse or ARGV[12] == '1'
+if inhouse then
   endpoint = freest_endpoint()
   if not endpoint then
     return false
@@ -22,17 +26,22 @@ local now = now_ms()
 local finish_by = now + tonumber(ARGV[10])
 local horizon = ARGV[10] ~= '0'
 
--- Whether a queued job may go to this pool: its deadline leaves the time to finish.
+-- Whether a queued job may go to this pool: a spill must be allowed for it, and its
+-- deadline must leave the time to finish.
 local function fits(jk)
-  if not horizon then
+  if inhouse then
     return true
   end
-  local deadline = tonumber(redis.call('HGET', jk, 'deadline_ms') or '0')
-  return deadline == 0 or deadline >= finish_by
+  local f = redis.call('HMGET', jk, 'inhouse_only', 'class', 'deadline_ms')
+  if f[1] == '1' or (f[2] == 'batch' and not batch_ok) then
+    return false
+  end
+  local deadline = tonumber(f[3] or '0')
+  return not horizon or deadline == 0 or deadline >= finish_by
 end
 
 -- The first job in a line (a sorted set of ids) that may go to this pool, looking past
--- at most `limit` passed over for their deadline (they stay in line), so a claim's cost
+-- at most `limit` passed over (they stay in line), so a claim's cost
 -- stays flat; entries of jobs no longer queued are dropped on the way with `drop`.
 local function first_in(line, limit, drop)
   local passed = 0
@@ -53,23 +62,35 @@ local function first_in(line, limit, drop)
   return nil
 end
 
+-- The lines this claim may serve, in order.
+local lanes = {LANES.interactive}
+if batch_ok then
+  table.insert(lanes, LANES.batch)
+end
+
 -- The next job for this pool. In 'oldest' order, the longest waiting; otherwise the head
 -- (by priority, then submission) of the tenant whose turn it is: the lowest virtual time.
 local function pick()
-  if ARGV[9] == 'oldest' then
-    return first_in(K_QUEUED_AT, 33, dequeue)
-  end
-  for _, tenant in ipairs(redis.call('ZRANGE', K_FAIR, 0, 31)) do
-    local tq = K_TENANT_QUEUE .. tenant
-    if redis.call('ZCARD', tq) == 0 then
-      leave_tenant_queue(tenant, '')
-    else
-      local id = first_in(tq, 4, function(gone)
-        dequeue(gone)
-        leave_tenant_queue(tenant, gone)
-      end)
+  for _, lane in ipairs(lanes) do
+    if ARGV[9] == 'oldest' then
+      local id = first_in(lane.queued_at, 33, dequeue)
       if id then
         return id
+      end
+    else
+      for _, tenant in ipairs(redis.call('ZRANGE', lane.fair, 0, 31)) do
+        local tq = lane.tq .. tenant
+        if redis.call('ZCARD', tq) == 0 then
+          leave_tenant_queue(lane, tenant, '')
+        else
+          local id = first_in(tq, 4, function(gone)
+            dequeue(gone)
+            leave_tenant_queue(lane, tenant, gone)
+          end)
+          if id then
+            return id
+          end
+        end
       end
     end
   end
@@ -87,8 +108,9 @@ if not id then
   return false
 end
 local jk = ARGV[1] .. id
+local who = redis.call('HMGET', jk, 'tenant', 'class')
 dequeue(id)
-served(redis.call('HGET', jk, 'tenant'))
+served(lane_of(who[2]), who[1])
 redis.call('ZADD', K_LEASES, now + tonumber(ARGV[5]), id)
 redis.call('SADD', K_RUNNING .. pool, id)
 if endpoint ~= '' then

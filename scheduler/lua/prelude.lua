@@ -29,69 +29,85 @@ local function wake_if_queued()
   end
 end
 
--- Fair share: a tenant with queued work is in K_FAIR, scored by a virtual time that grows
--- by 1/weight for each job it is served; claims serve the lowest first.
-local function join_fair(tenant)
-  if redis.call('ZSCORE', K_FAIR, tenant) then
+-- The two lines a job may wait in, by its class: a claim serves the batch line only
+-- when the interactive one has nothing for it. Each has its own wait index (so the
+-- policy and the queue timeout see interactive waits alone) and its own fair share.
+local LANES = {
+  interactive = {queued_at = K_QUEUED_AT, tq = K_TENANT_QUEUE, fair = K_FAIR,
+    vt = K_FAIR_VT},
+  batch = {queued_at = K_BATCH_QUEUED_AT, tq = K_BATCH_TENANT_QUEUE, fair = K_BATCH_FAIR,
+    vt = K_BATCH_FAIR_VT},
+}
+
+local function lane_of(class)
+  return LANES[class] or LANES.interactive
+end
+
+-- Fair share: a tenant with queued work in a lane is in its `fair` set, scored by a
+-- virtual time that grows by 1/weight for each job it is served; claims serve the
+-- lowest first.
+local function join_fair(lane, tenant)
+  if redis.call('ZSCORE', lane.fair, tenant) then
     return
   end
   -- Back after a pause (or new), a tenant starts no earlier than the turn being served
   -- now (':clock', not a tenant name): it banked no credit while it had nothing queued.
-  local saved = redis.call('HMGET', K_FAIR_VT, tenant, ':clock')
-  redis.call('ZADD', K_FAIR, math.max(tonumber(saved[1] or '0'), tonumber(saved[2] or '0')),
+  local saved = redis.call('HMGET', lane.vt, tenant, ':clock')
+  redis.call('ZADD', lane.fair, math.max(tonumber(saved[1] or '0'), tonumber(saved[2] or '0')),
     tenant)
 end
 
-local function leave_tenant_queue(tenant, id)
-  local tq = K_TENANT_QUEUE .. tenant
+local function leave_tenant_queue(lane, tenant, id)
+  local tq = lane.tq .. tenant
   redis.call('ZREM', tq, id)
   if redis.call('ZCARD', tq) == 0 then
-    local vt = redis.call('ZSCORE', K_FAIR, tenant)
+    local vt = redis.call('ZSCORE', lane.fair, tenant)
     if vt then
-      redis.call('HSET', K_FAIR_VT, tenant, vt)
-      redis.call('ZREM', K_FAIR, tenant)
+      redis.call('HSET', lane.vt, tenant, vt)
+      redis.call('ZREM', lane.fair, tenant)
     end
   end
 end
 
 -- Charges a claimed job to its tenant's turn; the turn it was served at becomes the
 -- clock that tenants joining later start from.
-local function served(tenant)
+local function served(lane, tenant)
   local step = 1 / tonumber(redis.call('HGET', K_TENANT_WEIGHTS, tenant) or '1')
-  local vt = redis.call('ZSCORE', K_FAIR, tenant)
+  local vt = redis.call('ZSCORE', lane.fair, tenant)
   if vt then
-    redis.call('ZINCRBY', K_FAIR, step, tenant)
+    redis.call('ZINCRBY', lane.fair, step, tenant)
   else
-    vt = redis.call('HGET', K_FAIR_VT, tenant) or '0'
-    redis.call('HINCRBYFLOAT', K_FAIR_VT, tenant, step)
+    vt = redis.call('HGET', lane.vt, tenant) or '0'
+    redis.call('HINCRBYFLOAT', lane.vt, tenant, step)
   end
-  redis.call('HSET', K_FAIR_VT, ':clock', vt)
+  redis.call('HSET', lane.vt, ':clock', vt)
 end
 
 -- Puts a job in line: its place by priority and submission, in the queue and in its
--- tenant's, and since when it waits.
+-- tenant's queue of its class, and since when it waits.
 local function enqueue(jk, id, seq)
   local now = now_ms()
-  local tenant = redis.call('HGET', jk, 'tenant')
+  local f = redis.call('HMGET', jk, 'tenant', 'class', 'deadline_ms')
+  local lane = lane_of(f[2])
   redis.call('ZADD', K_QUEUE, seq, id)
-  redis.call('ZADD', K_TENANT_QUEUE .. tenant, seq, id)
-  join_fair(tenant)
-  redis.call('ZADD', K_QUEUED_AT, now, id)
+  redis.call('ZADD', lane.tq .. f[1], seq, id)
+  join_fair(lane, f[1])
+  redis.call('ZADD', lane.queued_at, now, id)
   redis.call('HSET', jk, 'queued_ms', now)
   -- A job back in line keeps its deadline, though it may have passed while it ran.
-  local deadline = redis.call('HGET', jk, 'deadline_ms')
-  if deadline then
-    redis.call('ZADD', K_DEADLINES, deadline, id)
+  if f[3] then
+    redis.call('ZADD', K_DEADLINES, f[3], id)
   end
   wake_if_queued()
 end
 
 local function dequeue(id)
   redis.call('ZREM', K_QUEUE, id)
-  redis.call('ZREM', K_QUEUED_AT, id)
-  local tenant = redis.call('HGET', K_JOB .. id, 'tenant')
-  if tenant then
-    leave_tenant_queue(tenant, id)
+  local f = redis.call('HMGET', K_JOB .. id, 'tenant', 'class')
+  local lane = lane_of(f[2])
+  redis.call('ZREM', lane.queued_at, id)
+  if f[1] then
+    leave_tenant_queue(lane, f[1], id)
   end
 end
 

@@ -20,6 +20,7 @@ local tenant = ARGV[9]
 local tenant_bound = tonumber(ARGV[10])
 if tenant_bound > 0 then
   local mine = redis.call('ZCARD', K_TENANT_QUEUE .. tenant)
+    + redis.call('ZCARD', K_BATCH_TENANT_QUEUE .. tenant)
   if mine >= tenant_bound then
     return {-2, mine}
   end

@@ -52,6 +52,11 @@ Operator controls (`Signal.controls`) are inputs like the rest: `dispatch_paused
 every job (none is shed for waiting); spill `off` stops every spill and drains the
 second fleet (no pre-warm, no spare); spill `force` routes as in SPILL mode whatever
 the hysteresis says.
+
+Batch jobs (`Signal.batch_queued`) are not part of any rule above: they take the
+in-house slots interactive jobs leave free (INHOUSE), and the rest wait (HOLD,
+batch_inhouse), never shed for waiting. Only with `controls.batch_spill` do they join
+the interactive line (behind it) for every rule.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ _DAY_S = 86_400
 
 
 def decide(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int) -> Plan:
+    if signal.controls.batch_spill and signal.batch_queued:
+        signal = replace(signal, queued=signal.queued + signal.batch_queued, batch_queued=0)
     state, signal = _discount_stale_cold_starts(state, signal, config, now_ms)
     state, transition = _hysteresis(state, signal, config, now_ms)
     state = _sample_rise(state, signal, config, now_ms)
@@ -254,8 +261,8 @@ def _route(
 ) -> tuple[tuple[Decision, ...], int | None]:
     if signal.controls.dispatch_paused:
         # Nothing moves, and nothing is shed for waiting: the operator holds the line.
-        paused = (Decision(Target.HOLD, signal.queued, Reason.DISPATCH_PAUSED),)
-        return (paused if signal.queued else ()), None
+        held = signal.queued + signal.batch_queued
+        return ((Decision(Target.HOLD, held, Reason.DISPATCH_PAUSED),) if held else ()), None
     est = signal.estimates
     free_inhouse = max(0, signal.inhouse_slots - signal.inhouse_busy)
     home = min(signal.queued, free_inhouse)
@@ -312,8 +319,10 @@ def _route(
         spilled += 1
 
     decisions = []
-    if home:
-        decisions.append(Decision(Target.INHOUSE, home, Reason.INHOUSE_SLOT_FREE))
+    # Batch jobs take what interactive ones leave free in-house, and wait for the rest.
+    batch_home = min(signal.batch_queued, free_inhouse - home)
+    if home + batch_home:
+        decisions.append(Decision(Target.INHOUSE, home + batch_home, Reason.INHOUSE_SLOT_FREE))
     if rescued:
         decisions.append(Decision(Target.MODAL, rescued, Reason.TIMEOUT_RESCUE))
     if spilled > rescued:
@@ -326,6 +335,8 @@ def _route(
         decisions.append(Decision(Target.SHED, shed, Reason.QUEUE_TIMEOUT))
     if (held := waiting - spilled - shed) > 0:
         decisions.append(Decision(Target.HOLD, held, stop or Reason.INHOUSE_SOONER))
+    if batch_held := signal.batch_queued - batch_home:
+        decisions.append(Decision(Target.HOLD, batch_held, Reason.BATCH_INHOUSE))
     return tuple(decisions), (config.queue_timeout_ms if shed else None)
 
 

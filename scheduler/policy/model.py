@@ -40,6 +40,7 @@ class Reason(StrEnum):
     SPAWN_RATE = "spawn_rate"
     SPILL_OFF = "spill_off"
     DISPATCH_PAUSED = "dispatch_paused"
+    BATCH_INHOUSE = "batch_inhouse"
     QUEUE_TIMEOUT = "queue_timeout"
     QUEUE_FULL = "queue_full"
     DEPTH_ABOVE_HIGH = "depth_above_high"
@@ -65,6 +66,10 @@ _DESCRIPTIONS = {
     Reason.SPAWN_RATE: "spawns are limited to spawn_rate_per_s, in bursts of spawn_burst",
     Reason.SPILL_OFF: "an operator turned spilling off (spillway admin spill off)",
     Reason.DISPATCH_PAUSED: "an operator paused dispatch (spillway admin dispatch pause)",
+    Reason.BATCH_INHOUSE: (
+        "batch jobs wait for in-house slots interactive ones leave free; they spill only "
+        "if an operator allows it (spillway admin batch spill)"
+    ),
     Reason.QUEUE_TIMEOUT: "it waited longer than the queue timeout with both fleets full",
     Reason.QUEUE_FULL: "the control-plane queue is at its bound",
     Reason.DEPTH_ABOVE_HIGH: "in-house queue depth stayed at or above the high watermark",
@@ -108,6 +113,8 @@ class Controls:
     spill: SpillControl = SpillControl.AUTO
     dispatch_paused: bool = False
     """Nothing is dispatched anywhere; jobs wait (and none is shed for waiting)."""
+    batch_spill: bool = False
+    """Batch jobs count toward spilling and may spill, after interactive ones."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,10 @@ class Signal:
     """The world as the dispatcher read it, in one Redis round trip."""
 
     queued: int
-    """Jobs waiting in the control-plane queue."""
+    """Interactive jobs waiting in the control-plane queue."""
     queue_ages_ms: tuple[int, ...]
-    """How long the oldest queued jobs have waited, oldest first (a bounded sample)."""
+    """How long the oldest queued interactive jobs have waited, oldest first (a bounded
+    sample)."""
     inhouse_busy: int
     inhouse_slots: int
     modal_inflight: int
@@ -131,6 +139,9 @@ class Signal:
     """Inputs the containers still waiting for a GPU, booting or restoring will take once
     up (busy or not); not counted in `modal_ready_slots`."""
     controls: Controls = Controls()
+    batch_queued: int = 0
+    """Batch jobs waiting: served after every interactive one, and in-house only unless
+    `controls.batch_spill`."""
 
 
 @dataclass(frozen=True)

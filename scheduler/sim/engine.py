@@ -16,11 +16,14 @@ containers x concurrency, its starting slots those of the containers not yet up,
 the spend is the meter's bill so far), carries the plan out as `scheduler.dispatcher`
 does, and asks again until a plan starts nothing:
 
-- INHOUSE n: the first n of the line (priority, then arrival), while a slot is free;
-- MODAL `timeout_rescue` n: the n longest waiting; MODAL otherwise: from the head of the
-  line; each while Modal's in-flight is under `max_containers x concurrency` (the input
-  then waits in Modal's queue until a container has room: `scheduler.sim.fleets`);
-- SHED: queued jobs that have waited `plan.shed_waits_over_ms` fail (`timed_out`);
+- INHOUSE n: the first n of the line (interactive, then batch; each by priority, then
+  arrival), while a slot is free;
+- MODAL `timeout_rescue` n: the n longest waiting interactive jobs; MODAL otherwise:
+  from the head of the interactive line (batch jobs never spill); each while Modal's
+  in-flight is under `max_containers x concurrency` (the input then waits in Modal's
+  queue until a container has room: `scheduler.sim.fleets`);
+- SHED: queued interactive jobs that have waited `plan.shed_waits_over_ms` fail
+  (`timed_out`); batch jobs wait, as the scheduler's queue timeout never sheds them;
 - the plan's `Autoscale` is applied to the fleet at once (no deploy resets it), and
   the policy is asked again at `plan.recheck_at_ms` if nothing else happens by then.
 
@@ -85,6 +88,7 @@ class JobResult:
     arrival_ms: int
     priority: int
     outcome: Outcome
+    batch: bool = False
     pool: Pool | None = None
     dispatch_ms: int | None = None
     """When the policy sent it to a pool."""
@@ -194,8 +198,13 @@ class _Run:
         self._heap: list[tuple[int, int, _Event, int]] = []
         self._seq = itertools.count()
         self.by_age: dict[int, _Job] = {}
-        """Queued jobs, longest waiting first (arrival order)."""
-        self.by_priority: list[dict[int, _Job]] = [{} for _ in range(MAX_PRIORITY + 1)]
+        """Queued interactive jobs, longest waiting first (arrival order)."""
+        self.batch_by_age: dict[int, _Job] = {}
+        """Queued batch jobs, longest waiting first."""
+        self.lines: dict[bool, list[dict[int, _Job]]] = {
+            batch: [{} for _ in range(MAX_PRIORITY + 1)] for batch in (False, True)
+        }
+        """Queued jobs by class (batch or not), then priority, each in arrival order."""
         self.inhouse = InhouseFleet(config.inhouse.slots)
         self.draws = Draws(config.seed)
         self.modal: ModalFleet = (
@@ -279,13 +288,13 @@ class _Run:
         return self.jobs[arg].job.index in self.by_age
 
     def _arrive(self, job: _Job) -> None:
-        if len(self.by_age) >= self.config.policy.max_queued:
+        if len(self.by_age) + len(self.batch_by_age) >= self.config.policy.max_queued:
             self._close(job, Outcome.SHED)
             return
         index = job.job.index
-        self.by_age[index] = job
-        self.by_priority[job.job.priority][index] = job
-        if not self.policy.sheds_itself:
+        (self.batch_by_age if job.job.batch else self.by_age)[index] = job
+        self.lines[job.job.batch][job.job.priority][index] = job
+        if not self.policy.sheds_itself and not job.job.batch:
             self._push(
                 job.job.arrival_ms + self.config.policy.queue_timeout_ms, _Event.TIMEOUT, index
             )
@@ -355,23 +364,23 @@ class _Run:
                 self.renders[Pool.INHOUSE], self.renders[Pool.MODAL], self.colds, defaults
             ),
             modal_starting_slots=self.modal.starting_slots,
+            batch_queued=len(self.batch_by_age),
         )
 
     def _carry_out(self, plan: Plan) -> int:
         """Starts what the plan says; returns how many jobs it started."""
         started = 0
         for _ in range(plan.count(Target.INHOUSE)):
-            if not self.by_age or self.inhouse.free <= 0:
+            head = self._head(batch=True)
+            if head is None or self.inhouse.free <= 0:
                 break
-            self._to_inhouse(self._head())
+            self._to_inhouse(head)
             started += 1
         rescue = plan.sent(Target.MODAL, Reason.TIMEOUT_RESCUE)
         for n, from_head in ((rescue, False), (plan.count(Target.MODAL) - rescue, True)):
             for _ in range(n):
-                if not self.by_age:
-                    break
-                job = self._head() if from_head else next(iter(self.by_age.values()))
-                if not self.modal.place(job.job.index, self.now):
+                job = self._head() if from_head else next(iter(self.by_age.values()), None)
+                if job is None or not self.modal.place(job.job.index, self.now):
                     break
                 self._dequeue(job)
                 job.pool = Pool.MODAL
@@ -382,15 +391,18 @@ class _Run:
             self._expire(plan.shed_waits_over_ms)
         return started
 
-    def _head(self) -> _Job:
-        for line in reversed(self.by_priority):
-            if line:
-                return next(iter(line.values()))
-        raise LookupError("the queue is empty")
+    def _head(self, *, batch: bool = False) -> _Job | None:
+        """The head of the interactive line or, with `batch` and none interactive, of the
+        batch line."""
+        for lines in (self.lines[False], self.lines[True]) if batch else (self.lines[False],):
+            for line in reversed(lines):
+                if line:
+                    return next(iter(line.values()))
+        return None
 
     def _dequeue(self, job: _Job) -> None:
-        del self.by_age[job.job.index]
-        del self.by_priority[job.job.priority][job.job.index]
+        del (self.batch_by_age if job.job.batch else self.by_age)[job.job.index]
+        del self.lines[job.job.batch][job.job.priority][job.job.index]
 
     def _to_inhouse(self, job: _Job) -> None:
         self._dequeue(job)
@@ -430,7 +442,7 @@ class _Run:
     def _sample(self) -> None:
         sample = Sample(
             t_ms=self.now,
-            queued=len(self.by_age),
+            queued=len(self.by_age) + len(self.batch_by_age),
             mode=self.state.mode,
             inhouse_busy=self.inhouse.busy,
             modal_inflight=self.modal.inflight,
@@ -451,6 +463,7 @@ class _Run:
             arrival_ms=job.job.arrival_ms,
             priority=job.job.priority,
             outcome=job.outcome,
+            batch=job.job.batch,
             pool=job.pool,
             dispatch_ms=job.dispatch_ms,
             start_ms=placement.start_ms if placement else None,

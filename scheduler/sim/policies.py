@@ -125,13 +125,15 @@ def hysteresis(state: PolicyState, signal: Signal, config: PolicyConfig, now_ms:
 def _route(
     state: PolicyState, signal: Signal, config: PolicyConfig, now_ms: int, *, spill: bool
 ) -> Plan:
-    home = min(signal.queued, max(0, signal.inhouse_slots - signal.inhouse_busy))
+    free = max(0, signal.inhouse_slots - signal.inhouse_busy)
+    home = min(signal.queued, free)
     waiting = signal.queued - home
     room = max(0, config.modal_cap - signal.modal_inflight)
     spilled = min(waiting, room) if spill else 0
     decisions = []
-    if home:
-        decisions.append(Decision(Target.INHOUSE, home, Reason.INHOUSE_SLOT_FREE))
+    # Batch jobs, as the scheduler treats them: in-house slots left free, never a spill.
+    if home_all := home + min(signal.batch_queued, free - home):
+        decisions.append(Decision(Target.INHOUSE, home_all, Reason.INHOUSE_SLOT_FREE))
     if spilled:
         decisions.append(Decision(Target.MODAL, spilled, Reason.MODAL_FASTER))
     if waiting > spilled:

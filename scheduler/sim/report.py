@@ -2,10 +2,12 @@
 
 Per policy: `{"policy", "jobs", "completed", "shed", "timed_out", "spilled",
 "latency_s": {"p50", "p95", "p99", "max"}, "modal_gpu_s", "modal_usd",
-"mode_changes"}`. Latency is arrival to completion over the completed jobs, by nearest
-rank (null with none completed); `shed` counts arrivals refused at the queue bound,
-`timed_out` jobs failed after the queue timeout, `spilled` jobs sent to Modal. Floats
-are rounded to 3 decimals and keys sorted, so the same run prints the same bytes.
+"mode_changes"}`. Latency is arrival to completion over the completed interactive jobs,
+by nearest rank (null with none completed); a trace with batch jobs adds `"batch"` (how
+many) and `"batch_latency_s"` (the same percentiles over them). `shed` counts arrivals
+refused at the queue bound, `timed_out` jobs failed after the queue timeout, `spilled`
+jobs sent to Modal. Floats are rounded to 3 decimals and keys sorted, so the same run
+prints the same bytes.
 """
 
 from __future__ import annotations
@@ -20,20 +22,34 @@ _PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
 
 
 def summarize(result: RunResult) -> dict[str, Any]:
-    latencies = sorted(j.latency_ms for j in result.jobs if j.latency_ms is not None)
+    latencies = _latencies(result, batch=False)
     outcomes = [j.outcome for j in result.jobs]
-    return {
+    summary = {
         "policy": result.policy,
         "jobs": len(result.jobs),
         "completed": outcomes.count(Outcome.COMPLETED),
         "shed": outcomes.count(Outcome.SHED),
         "timed_out": outcomes.count(Outcome.TIMED_OUT),
         "spilled": sum(j.pool is Pool.MODAL for j in result.jobs),
-        "latency_s": {name: _seconds(nearest_rank(latencies, pct)) for name, pct in _PERCENTILES},
+        "latency_s": _percentiles(latencies),
         "modal_gpu_s": round(result.modal_gpu_ms / 1000, 3),
         "modal_usd": round(result.modal_usd, 3),
         "mode_changes": len(result.transitions),
     }
+    if batch := sum(j.batch for j in result.jobs):
+        summary["batch"] = batch
+        summary["batch_latency_s"] = _percentiles(_latencies(result, batch=True))
+    return summary
+
+
+def _latencies(result: RunResult, *, batch: bool) -> list[int]:
+    return sorted(
+        j.latency_ms for j in result.jobs if j.latency_ms is not None and j.batch == batch
+    )
+
+
+def _percentiles(latencies: Sequence[int]) -> dict[str, float | None]:
+    return {name: _seconds(nearest_rank(latencies, pct)) for name, pct in _PERCENTILES}
 
 
 def nearest_rank(ordered: Sequence[int], percent: int) -> int | None:

@@ -5,7 +5,10 @@
 - `arrival_s`: seconds from the start of the run (0 or more; rows need not be sorted:
   they are sorted by arrival, stably, so equal arrivals keep their order in the file);
 - `render_s`: the render's seconds on a warm GPU (more than 0);
-- `priority`: 0 to 9, higher first, as a submit's `priority` (optional; empty is 0).
+- `priority`: the class, `interactive` or `batch` (as a submit's `priority_class`), or
+  a number 0 to 9, higher first, for an interactive job of that rank (as a submit's
+  `priority`). Optional; empty is interactive, 0. Batch jobs follow the scheduler's
+  rules: served after every interactive job, in-house only, not shed for waiting.
 
 Times become integer milliseconds. Any bad row, value or header is a `TraceError` that
 names the file, the line and the field.
@@ -23,6 +26,7 @@ _REQUIRED = ("arrival_s", "render_s")
 _OPTIONAL = ("priority",)
 MAX_PRIORITY = 9
 """As `scheduler.validation.MAX_PRIORITY` (not imported: that module pulls in gRPC)."""
+_CLASSES = ("interactive", "batch")
 
 
 class TraceError(ValueError):
@@ -37,6 +41,7 @@ class TraceJob:
     render_ms: int
     """Render time on a warm GPU, in-house or (before `render_speedup`) on Modal."""
     priority: int = 0
+    batch: bool = False
 
 
 def load_trace(path: str | Path) -> tuple[TraceJob, ...]:
@@ -48,7 +53,7 @@ def load_trace(path: str | Path) -> tuple[TraceJob, ...]:
 def parse_trace(text: str, name: str = "<trace>") -> tuple[TraceJob, ...]:
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
-    rows: list[tuple[int, int, int]] = []
+    rows: list[tuple[int, int, int, bool]] = []
     for fields in reader:
         line = reader.line_num
         if not fields or all(not f.strip() for f in fields):
@@ -65,13 +70,17 @@ def parse_trace(text: str, name: str = "<trace>") -> tuple[TraceJob, ...]:
         row = dict(zip(header, (f.strip() for f in fields), strict=True))
         arrival_ms = _ms(row["arrival_s"], name, line, "arrival_s", allow_zero=True)
         render_ms = _ms(row["render_s"], name, line, "render_s", allow_zero=False)
-        rows.append((arrival_ms, render_ms, _priority(row.get("priority", ""), name, line)))
+        raw_priority = row.get("priority", "")
+        if raw_priority in _CLASSES:
+            rows.append((arrival_ms, render_ms, 0, raw_priority == "batch"))
+        else:
+            rows.append((arrival_ms, render_ms, _priority(raw_priority, name, line), False))
     if header is None:
         raise TraceError(f"{name}: empty: expected a header {','.join(_REQUIRED)}")
     if not rows:
         raise TraceError(f"{name}: no jobs after the header")
     ordered = sorted(rows, key=lambda r: r[0])  # sorted() is stable
-    return tuple(TraceJob(i, a, r, p) for i, (a, r, p) in enumerate(ordered))
+    return tuple(TraceJob(i, a, r, p, b) for i, (a, r, p, b) in enumerate(ordered))
 
 
 def _check_header(header: list[str], name: str, line: int) -> None:
@@ -114,7 +123,9 @@ def _priority(raw: str, name: str, line: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise TraceError(f"{name}: line {line}: priority={raw!r}: not an integer") from None
+        raise TraceError(
+            f"{name}: line {line}: priority={raw!r}: not interactive, batch or 0 to {MAX_PRIORITY}"
+        ) from None
     if not 0 <= value <= MAX_PRIORITY:
         raise TraceError(f"{name}: line {line}: priority={raw!r}: must be 0 to {MAX_PRIORITY}")
     return value

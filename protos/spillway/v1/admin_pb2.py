@@ -25,41 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spillway/v1/admin.proto\x12\x0bspillway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n\x12SetControlsRequest\x12(\n\x05spill\x18\x01 \x01(\x0e\x32\x19.spillway.v1.SpillControl\x12.\n\x08\x64ispatch\x18\x02 \x01(\x0e\x32\x1c.spillway.v1.DispatchControl\"o\n\x13SetControlsResponse\x12(\n\x05spill\x18\x01 \x01(\x0e\x32\x19.spillway.v1.SpillControl\x12.\n\x08\x64ispatch\x18\x02 \x01(\x0e\x32\x1c.spillway.v1.DispatchControl\")\n\x17\x43\x61ncelQueuedJobsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"-\n\x18\x43\x61ncelQueuedJobsResponse\x12\x11\n\tcancelled\x18\x01 \x01(\r\"\xc6\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12$\n\x05scope\x18\x03 \x01(\x0e\x32\x15.spillway.v1.KeyScope\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hint\x18\x07 \x01(\t\"n\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0e\x32\x15.spillway.v1.KeyScope\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\r\"H\n\x14\x43reateApiKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.spillway.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"8\n\x13ListApiKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.spillway.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x14RevokeApiKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.spillway.v1.ApiKey*u\n\x0cSpillControl\x12\x1d\n\x19SPILL_CONTROL_UNSPECIFIED\x10\x00\x12\x16\n\x12SPILL_CONTROL_AUTO\x10\x01\x12\x15\n\x11SPILL_CONTROL_OFF\x10\x02\x12\x17\n\x13SPILL_CONTROL_FORCE\x10\x03*n\n\x0f\x44ispatchControl\x12 \n\x1c\x44ISPATCH_CONTROL_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44ISPATCH_CONTROL_RUNNING\x10\x01\x12\x1b\n\x17\x44ISPATCH_CONTROL_PAUSED\x10\x02*S\n\x08KeyScope\x12\x19\n\x15KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10KEY_SCOPE_TENANT\x10\x01\x12\x16\n\x12KEY_SCOPE_OPERATOR\x10\x02\x32\xb6\x03\n\x05\x41\x64min\x12S\n\x0c\x43reateApiKey\x12 .spillway.v1.CreateApiKeyRequest\x1a!.spillway.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.spillway.v1.ListApiKeysRequest\x1a .spillway.v1.ListApiKeysResponse\x12S\n\x0cRevokeApiKey\x12 .spillway.v1.RevokeApiKeyRequest\x1a!.spillway.v1.RevokeApiKeyResponse\x12P\n\x0bSetControls\x12\x1f.spillway.v1.SetControlsRequest\x1a .spillway.v1.SetControlsResponse\x12_\n\x10\x43\x61ncelQueuedJobs\x12$.spillway.v1.CancelQueuedJobsRequest\x1a%.spillway.v1.CancelQueuedJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spillway/v1/admin.proto\x12\x0bspillway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x12SetControlsRequest\x12(\n\x05spill\x18\x01 \x01(\x0e\x32\x19.spillway.v1.SpillControl\x12.\n\x08\x64ispatch\x18\x02 \x01(\x0e\x32\x1c.spillway.v1.DispatchControl\x12(\n\x05\x62\x61tch\x18\x03 \x01(\x0e\x32\x19.spillway.v1.BatchControl\"\x99\x01\n\x13SetControlsResponse\x12(\n\x05spill\x18\x01 \x01(\x0e\x32\x19.spillway.v1.SpillControl\x12.\n\x08\x64ispatch\x18\x02 \x01(\x0e\x32\x1c.spillway.v1.DispatchControl\x12(\n\x05\x62\x61tch\x18\x03 \x01(\x0e\x32\x19.spillway.v1.BatchControl\")\n\x17\x43\x61ncelQueuedJobsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"-\n\x18\x43\x61ncelQueuedJobsResponse\x12\x11\n\tcancelled\x18\x01 \x01(\r\"\xc6\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12$\n\x05scope\x18\x03 \x01(\x0e\x32\x15.spillway.v1.KeyScope\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hint\x18\x07 \x01(\t\"n\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0e\x32\x15.spillway.v1.KeyScope\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\r\"H\n\x14\x43reateApiKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.spillway.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"8\n\x13ListApiKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.spillway.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x14RevokeApiKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.spillway.v1.ApiKey*u\n\x0cSpillControl\x12\x1d\n\x19SPILL_CONTROL_UNSPECIFIED\x10\x00\x12\x16\n\x12SPILL_CONTROL_AUTO\x10\x01\x12\x15\n\x11SPILL_CONTROL_OFF\x10\x02\x12\x17\n\x13SPILL_CONTROL_FORCE\x10\x03*n\n\x0f\x44ispatchControl\x12 \n\x1c\x44ISPATCH_CONTROL_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44ISPATCH_CONTROL_RUNNING\x10\x01\x12\x1b\n\x17\x44ISPATCH_CONTROL_PAUSED\x10\x02*a\n\x0c\x42\x61tchControl\x12\x1d\n\x19\x42\x41TCH_CONTROL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41TCH_CONTROL_INHOUSE\x10\x01\x12\x17\n\x13\x42\x41TCH_CONTROL_SPILL\x10\x02*S\n\x08KeyScope\x12\x19\n\x15KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10KEY_SCOPE_TENANT\x10\x01\x12\x16\n\x12KEY_SCOPE_OPERATOR\x10\x02\x32\xb6\x03\n\x05\x41\x64min\x12S\n\x0c\x43reateApiKey\x12 .spillway.v1.CreateApiKeyRequest\x1a!.spillway.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.spillway.v1.ListApiKeysRequest\x1a .spillway.v1.ListApiKeysResponse\x12S\n\x0cRevokeApiKey\x12 .spillway.v1.RevokeApiKeyRequest\x1a!.spillway.v1.RevokeApiKeyResponse\x12P\n\x0bSetControls\x12\x1f.spillway.v1.SetControlsRequest\x1a .spillway.v1.SetControlsResponse\x12_\n\x10\x43\x61ncelQueuedJobs\x12$.spillway.v1.CancelQueuedJobsRequest\x1a%.spillway.v1.CancelQueuedJobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spillway.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SPILLCONTROL']._serialized_start=948
-  _globals['_SPILLCONTROL']._serialized_end=1065
-  _globals['_DISPATCHCONTROL']._serialized_start=1067
-  _globals['_DISPATCHCONTROL']._serialized_end=1177
-  _globals['_KEYSCOPE']._serialized_start=1179
-  _globals['_KEYSCOPE']._serialized_end=1262
-  _globals['_SETCONTROLSREQUEST']._serialized_start=73
-  _globals['_SETCONTROLSREQUEST']._serialized_end=183
-  _globals['_SETCONTROLSRESPONSE']._serialized_start=185
-  _globals['_SETCONTROLSRESPONSE']._serialized_end=296
-  _globals['_CANCELQUEUEDJOBSREQUEST']._serialized_start=298
-  _globals['_CANCELQUEUEDJOBSREQUEST']._serialized_end=339
-  _globals['_CANCELQUEUEDJOBSRESPONSE']._serialized_start=341
-  _globals['_CANCELQUEUEDJOBSRESPONSE']._serialized_end=386
-  _globals['_APIKEY']._serialized_start=389
-  _globals['_APIKEY']._serialized_end=587
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=589
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=699
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=701
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=773
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=775
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=795
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=797
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=853
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=855
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=888
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=890
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=946
-  _globals['_ADMIN']._serialized_start=1265
-  _globals['_ADMIN']._serialized_end=1703
+  _globals['_SPILLCONTROL']._serialized_start=1034
+  _globals['_SPILLCONTROL']._serialized_end=1151
+  _globals['_DISPATCHCONTROL']._serialized_start=1153
+  _globals['_DISPATCHCONTROL']._serialized_end=1263
+  _globals['_BATCHCONTROL']._serialized_start=1265
+  _globals['_BATCHCONTROL']._serialized_end=1362
+  _globals['_KEYSCOPE']._serialized_start=1364
+  _globals['_KEYSCOPE']._serialized_end=1447
+  _globals['_SETCONTROLSREQUEST']._serialized_start=74
+  _globals['_SETCONTROLSREQUEST']._serialized_end=226
+  _globals['_SETCONTROLSRESPONSE']._serialized_start=229
+  _globals['_SETCONTROLSRESPONSE']._serialized_end=382
+  _globals['_CANCELQUEUEDJOBSREQUEST']._serialized_start=384
+  _globals['_CANCELQUEUEDJOBSREQUEST']._serialized_end=425
+  _globals['_CANCELQUEUEDJOBSRESPONSE']._serialized_start=427
+  _globals['_CANCELQUEUEDJOBSRESPONSE']._serialized_end=472
+  _globals['_APIKEY']._serialized_start=475
+  _globals['_APIKEY']._serialized_end=673
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=675
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=785
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=787
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=859
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=861
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=881
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=883
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=939
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=941
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=974
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=976
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1032
+  _globals['_ADMIN']._serialized_start=1450
+  _globals['_ADMIN']._serialized_end=1888
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,12 @@ class DispatchControl(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISPATCH_CONTROL_RUNNING: _ClassVar[DispatchControl]
     DISPATCH_CONTROL_PAUSED: _ClassVar[DispatchControl]
 
+class BatchControl(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BATCH_CONTROL_UNSPECIFIED: _ClassVar[BatchControl]
+    BATCH_CONTROL_INHOUSE: _ClassVar[BatchControl]
+    BATCH_CONTROL_SPILL: _ClassVar[BatchControl]
+
 class KeyScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     KEY_SCOPE_UNSPECIFIED: _ClassVar[KeyScope]
@@ -35,25 +41,32 @@ SPILL_CONTROL_FORCE: SpillControl
 DISPATCH_CONTROL_UNSPECIFIED: DispatchControl
 DISPATCH_CONTROL_RUNNING: DispatchControl
 DISPATCH_CONTROL_PAUSED: DispatchControl
+BATCH_CONTROL_UNSPECIFIED: BatchControl
+BATCH_CONTROL_INHOUSE: BatchControl
+BATCH_CONTROL_SPILL: BatchControl
 KEY_SCOPE_UNSPECIFIED: KeyScope
 KEY_SCOPE_TENANT: KeyScope
 KEY_SCOPE_OPERATOR: KeyScope
 
 class SetControlsRequest(_message.Message):
-    __slots__ = ("spill", "dispatch")
+    __slots__ = ("spill", "dispatch", "batch")
     SPILL_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     spill: SpillControl
     dispatch: DispatchControl
-    def __init__(self, spill: _Optional[_Union[SpillControl, str]] = ..., dispatch: _Optional[_Union[DispatchControl, str]] = ...) -> None: ...
+    batch: BatchControl
+    def __init__(self, spill: _Optional[_Union[SpillControl, str]] = ..., dispatch: _Optional[_Union[DispatchControl, str]] = ..., batch: _Optional[_Union[BatchControl, str]] = ...) -> None: ...
 
 class SetControlsResponse(_message.Message):
-    __slots__ = ("spill", "dispatch")
+    __slots__ = ("spill", "dispatch", "batch")
     SPILL_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     spill: SpillControl
     dispatch: DispatchControl
-    def __init__(self, spill: _Optional[_Union[SpillControl, str]] = ..., dispatch: _Optional[_Union[DispatchControl, str]] = ...) -> None: ...
+    batch: BatchControl
+    def __init__(self, spill: _Optional[_Union[SpillControl, str]] = ..., dispatch: _Optional[_Union[DispatchControl, str]] = ..., batch: _Optional[_Union[BatchControl, str]] = ...) -> None: ...
 
 class CancelQueuedJobsRequest(_message.Message):
     __slots__ = ("tenant",)

@@ -19,6 +19,12 @@ class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATUS_FAILED: _ClassVar[JobStatus]
     JOB_STATUS_CANCELLED: _ClassVar[JobStatus]
 
+class PriorityClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_CLASS_UNSPECIFIED: _ClassVar[PriorityClass]
+    PRIORITY_CLASS_INTERACTIVE: _ClassVar[PriorityClass]
+    PRIORITY_CLASS_BATCH: _ClassVar[PriorityClass]
+
 class ListOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LIST_ORDER_UNSPECIFIED: _ClassVar[ListOrder]
@@ -36,6 +42,9 @@ JOB_STATUS_IN_PROGRESS: JobStatus
 JOB_STATUS_COMPLETED: JobStatus
 JOB_STATUS_FAILED: JobStatus
 JOB_STATUS_CANCELLED: JobStatus
+PRIORITY_CLASS_UNSPECIFIED: PriorityClass
+PRIORITY_CLASS_INTERACTIVE: PriorityClass
+PRIORITY_CLASS_BATCH: PriorityClass
 LIST_ORDER_UNSPECIFIED: ListOrder
 LIST_ORDER_DESC: ListOrder
 LIST_ORDER_ASC: ListOrder
@@ -68,7 +77,7 @@ class JobOutput(_message.Message):
     def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., content_type: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "status", "progress", "model", "prompt", "seconds", "size", "priority", "created_at", "started_at", "completed_at", "expires_at", "error", "pool", "attempt", "output", "idempotency_key", "trace_id", "deadline", "placement_reason")
+    __slots__ = ("id", "status", "progress", "model", "prompt", "seconds", "size", "priority", "created_at", "started_at", "completed_at", "expires_at", "error", "pool", "attempt", "output", "idempotency_key", "trace_id", "deadline", "placement_reason", "priority_class", "inhouse_only")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +98,8 @@ class Job(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_REASON_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_CLASS_FIELD_NUMBER: _ClassVar[int]
+    INHOUSE_ONLY_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: JobStatus
     progress: int
@@ -109,10 +120,12 @@ class Job(_message.Message):
     trace_id: str
     deadline: _timestamp_pb2.Timestamp
     placement_reason: str
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., pool: _Optional[str] = ..., attempt: _Optional[int] = ..., output: _Optional[_Union[JobOutput, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., trace_id: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placement_reason: _Optional[str] = ...) -> None: ...
+    priority_class: PriorityClass
+    inhouse_only: bool
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., pool: _Optional[str] = ..., attempt: _Optional[int] = ..., output: _Optional[_Union[JobOutput, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., trace_id: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placement_reason: _Optional[str] = ..., priority_class: _Optional[_Union[PriorityClass, str]] = ..., inhouse_only: _Optional[bool] = ...) -> None: ...
 
 class SubmitRenderRequest(_message.Message):
-    __slots__ = ("prompt", "model", "seconds", "size", "priority", "idempotency_key", "deadline_seconds")
+    __slots__ = ("prompt", "model", "seconds", "size", "priority", "idempotency_key", "deadline_seconds", "priority_class", "inhouse_only")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +133,8 @@ class SubmitRenderRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_CLASS_FIELD_NUMBER: _ClassVar[int]
+    INHOUSE_ONLY_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     model: str
     seconds: int
@@ -127,7 +142,9 @@ class SubmitRenderRequest(_message.Message):
     priority: int
     idempotency_key: str
     deadline_seconds: int
-    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., deadline_seconds: _Optional[int] = ...) -> None: ...
+    priority_class: PriorityClass
+    inhouse_only: bool
+    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., seconds: _Optional[int] = ..., size: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., deadline_seconds: _Optional[int] = ..., priority_class: _Optional[_Union[PriorityClass, str]] = ..., inhouse_only: _Optional[bool] = ...) -> None: ...
 
 class SubmitRenderResponse(_message.Message):
     __slots__ = ("job", "created")
@@ -343,7 +360,7 @@ class AutoscalerSettings(_message.Message):
     def __init__(self, min_containers: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., scaledown_window_seconds: _Optional[int] = ..., applied_by: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetSpilloverResponse(_message.Message):
-    __slots__ = ("mode", "mode_since", "queued", "high_watermark", "low_watermark", "pools", "decisions", "spent_usd", "budget_usd", "budget_left_usd", "estimated_inhouse_render_ms", "estimated_spill_render_ms", "estimated_cold_start_ms", "recent_changes", "autoscaler_wanted", "autoscaler_applied", "dispatched_since", "spill_available", "endpoints", "spill_control", "dispatch_paused", "controls_set_by", "controls_set_at")
+    __slots__ = ("mode", "mode_since", "queued", "high_watermark", "low_watermark", "pools", "decisions", "spent_usd", "budget_usd", "budget_left_usd", "estimated_inhouse_render_ms", "estimated_spill_render_ms", "estimated_cold_start_ms", "recent_changes", "autoscaler_wanted", "autoscaler_applied", "dispatched_since", "spill_available", "endpoints", "spill_control", "dispatch_paused", "controls_set_by", "controls_set_at", "batch_queued", "batch_control")
     MODE_FIELD_NUMBER: _ClassVar[int]
     MODE_SINCE_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +384,8 @@ class GetSpilloverResponse(_message.Message):
     DISPATCH_PAUSED_FIELD_NUMBER: _ClassVar[int]
     CONTROLS_SET_BY_FIELD_NUMBER: _ClassVar[int]
     CONTROLS_SET_AT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_CONTROL_FIELD_NUMBER: _ClassVar[int]
     mode: SpilloverMode
     mode_since: _timestamp_pb2.Timestamp
     queued: int
@@ -390,4 +409,6 @@ class GetSpilloverResponse(_message.Message):
     dispatch_paused: bool
     controls_set_by: str
     controls_set_at: _timestamp_pb2.Timestamp
-    def __init__(self, mode: _Optional[_Union[SpilloverMode, str]] = ..., mode_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., high_watermark: _Optional[int] = ..., low_watermark: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[SpilloverDecision, _Mapping]]] = ..., spent_usd: _Optional[float] = ..., budget_usd: _Optional[float] = ..., budget_left_usd: _Optional[float] = ..., estimated_inhouse_render_ms: _Optional[int] = ..., estimated_spill_render_ms: _Optional[int] = ..., estimated_cold_start_ms: _Optional[int] = ..., recent_changes: _Optional[_Iterable[_Union[ModeChange, _Mapping]]] = ..., autoscaler_wanted: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., autoscaler_applied: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., dispatched_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spill_available: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[InhouseEndpoint, _Mapping]]] = ..., spill_control: _Optional[str] = ..., dispatch_paused: _Optional[bool] = ..., controls_set_by: _Optional[str] = ..., controls_set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    batch_queued: int
+    batch_control: str
+    def __init__(self, mode: _Optional[_Union[SpilloverMode, str]] = ..., mode_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., high_watermark: _Optional[int] = ..., low_watermark: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[SpilloverDecision, _Mapping]]] = ..., spent_usd: _Optional[float] = ..., budget_usd: _Optional[float] = ..., budget_left_usd: _Optional[float] = ..., estimated_inhouse_render_ms: _Optional[int] = ..., estimated_spill_render_ms: _Optional[int] = ..., estimated_cold_start_ms: _Optional[int] = ..., recent_changes: _Optional[_Iterable[_Union[ModeChange, _Mapping]]] = ..., autoscaler_wanted: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., autoscaler_applied: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., dispatched_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spill_available: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[InhouseEndpoint, _Mapping]]] = ..., spill_control: _Optional[str] = ..., dispatch_paused: _Optional[bool] = ..., controls_set_by: _Optional[str] = ..., controls_set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_queued: _Optional[int] = ..., batch_control: _Optional[str] = ...) -> None: ...
