@@ -170,7 +170,7 @@ class S3Config:
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    """How webhook deliveries are sent (`scheduler.webhook_delivery`)."""
+    """How webhook deliveries are sent (`scheduler.dispatch.webhook_delivery`)."""
 
     timeout_s: float
     """Longest one POST may take, connect to last byte."""
@@ -194,7 +194,7 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class TenantQuota:
-    """Per-tenant limits on submits (`scheduler.store`)."""
+    """Per-tenant limits on submits (`scheduler.store.jobstore`)."""
 
     max_queued: int = 0
     """Jobs one tenant may have queued; 0: only the queue's own bound."""

@@ -20,28 +20,28 @@ from spillway.v1 import (
     webhooks_pb2_grpc,
 )
 
-from scheduler import keys
-from scheduler.admin_service import AdminService
-from scheduler.auth import ApiKeys
+from scheduler.api.admin_service import AdminService
+from scheduler.api.auth import ApiKeys
+from scheduler.api.grpc_input import DecodeRequests
+from scheduler.api.service import SchedulerService
+from scheduler.api.webhook_service import WebhookService
 from scheduler.config import SchedulerConfig
-from scheduler.dispatcher import Dispatcher, DispatcherConfig
-from scheduler.events import EventHub
-from scheduler.expiry import ObjectExpiry
-from scheduler.fleet import Fleet, FleetMonitor
-from scheduler.grpc_input import DecodeRequests
-from scheduler.metrics import MetricsServer, SchedulerMetrics, TenantLabels
-from scheduler.outage import Outage
+from scheduler.dispatch.dispatcher import Dispatcher, DispatcherConfig
+from scheduler.dispatch.fleet import Fleet, FleetMonitor
+from scheduler.dispatch.spillover import Spillover
+from scheduler.dispatch.webhook_delivery import Sender, WebhookDelivery
 from scheduler.pools.base import Pool
 from scheduler.pools.factory import build_spill_pool
 from scheduler.pools.inhouse import InhousePool
-from scheduler.service import SchedulerService
-from scheduler.spillover import Spillover
-from scheduler.storage import ObjectStore, S3ObjectStore
-from scheduler.store import JobStore
+from scheduler.store import keys
+from scheduler.store.events import EventHub
+from scheduler.store.expiry import ObjectExpiry
+from scheduler.store.jobstore import JobStore
+from scheduler.store.storage import ObjectStore, S3ObjectStore
+from scheduler.store.webhooks import Targets, WebhookStore
 from scheduler.tasks import cancel_and_wait
-from scheduler.webhook_delivery import Sender, WebhookDelivery
-from scheduler.webhook_service import WebhookService
-from scheduler.webhooks import Targets, WebhookStore
+from scheduler.telemetry.metrics import MetricsServer, SchedulerMetrics, TenantLabels
+from scheduler.telemetry.outage import Outage
 
 log = logging.getLogger(__name__)
 

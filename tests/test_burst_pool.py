@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from renderer.probe import probe_mp4
-from scheduler.jobs import Job, JobSpec, Status, new_job_id
 from scheduler.policy.model import Autoscale
 from scheduler.pools.base import Rendered, RenderError
 from scheduler.pools.burst import (
@@ -24,6 +23,7 @@ from scheduler.pools.burst import (
     BurstSnapshot,
     ContainerStartFailed,
 )
+from scheduler.store.jobs import Job, JobSpec, Status, new_job_id
 
 COLD_START_S = 0.2
 SCALEDOWN_S = 0.5

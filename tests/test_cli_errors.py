@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from scheduler.rest_client import SseEvent, watch_with_bar
+from scheduler.cli.rest_client import SseEvent, watch_with_bar
 from tests.conftest import free_port
 
 

@@ -12,8 +12,8 @@ import redis.asyncio as aredis
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
-from scheduler.jobs import JobSpec, Status
-from scheduler.store import JobStore
+from scheduler.store.jobs import JobSpec, Status
+from scheduler.store.jobstore import JobStore
 from tests.conftest import AUTH, Stack
 from tests.test_rest_e2e import (
     FPS,

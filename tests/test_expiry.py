@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aredis
 
-from scheduler import keys
+from scheduler.store import keys
 from tests.conftest import S3Server, Stack, assert_eventually
 from tests.test_rest_e2e import FPS, create, http_client, s3_keys, wait_final
 

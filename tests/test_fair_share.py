@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import redis.asyncio as aredis
 
-from scheduler import keys
-from scheduler.jobs import JobSpec
-from scheduler.store import JobStore
+from scheduler.store import keys
+from scheduler.store.jobs import JobSpec
+from scheduler.store.jobstore import JobStore
 from tests.conftest import AUTH, OTHER_AUTH, Stack
 from tests.test_rest_e2e import FPS
 

@@ -10,13 +10,13 @@ import pytest
 import redis.asyncio as aredis
 
 from renderer.server import start_renderer_server
-from scheduler import keys
 from scheduler.config import RendererEndpoint
-from scheduler.fleet import Fleet, FleetMonitor, capacity
-from scheduler.jobs import JobSpec
+from scheduler.dispatch.fleet import Fleet, FleetMonitor, capacity
 from scheduler.pools.inhouse import InhousePool
-from scheduler.store import JobStore
-from tests.conftest import free_port
+from scheduler.store import keys
+from scheduler.store.jobs import JobSpec
+from scheduler.store.jobstore import JobStore
+from tests.conftest import assert_eventually, free_port
 
 SPEC = JobSpec(prompt="a red fox", model="sora-2", seconds=4, width=720, height=1280, priority=5)
 A, B = "127.0.0.1:1001", "127.0.0.1:1002"
@@ -125,7 +125,8 @@ async def test_probe_ejects_a_dead_renderer_and_readmits_it_when_it_serves(
     redis_client: aredis.Redis, tmp_path: Path
 ) -> None:
     """The monitor's gRPC health probe ejects a port nothing listens on, and re-admits it
-    once a renderer serves there."""
+    once a renderer serves there (within a few probes: the probe's channel may still be
+    backing off from the refused connections)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     fleet = Fleet(redis_client, eject_after=1)
@@ -137,10 +138,14 @@ async def test_probe_ejects_a_dead_renderer_and_readmits_it_when_it_serves(
         [down] = await fleet.view()
         assert down.state == "ejected" and down.down.startswith("health check")
         renderer = await start_renderer_server(port=port, work_dir=tmp_path)
-        try:
+
+        async def readmitted() -> None:
             await monitor.probe_once()
             [up] = await fleet.view()
             assert up.state == "active" and up.failures == 0
+
+        try:
+            await assert_eventually(readmitted, within=15, interval=0.2)
         finally:
             await renderer.stop(0)
     finally:
@@ -176,8 +181,8 @@ async def test_the_spillover_read_survives_a_lost_script_cache(
 ) -> None:
     """The read sends the fleet view by sha in its pipeline; a Redis that has not seen
     the script (a fresh or restarted one) gets it loaded, and the read goes on."""
+    from scheduler.dispatch.spillover import Spillover
     from scheduler.policy import PolicyConfig
-    from scheduler.spillover import Spillover
 
     fleet = Fleet(redis_client, eject_after=1)
     await fleet.seed([RendererEndpoint("127.0.0.1:1", 3)])

@@ -23,13 +23,6 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.metrics import GatewayMetrics
-from scheduler.metrics import (
-    FAILURE_REASONS,
-    MetricsServer,
-    SchedulerMetrics,
-    TenantLabels,
-    failure_reason,
-)
 from scheduler.policy import (
     Autoscale,
     Decision,
@@ -43,6 +36,13 @@ from scheduler.policy import (
     Target,
 )
 from scheduler.pools.base import RenderInfo
+from scheduler.telemetry.metrics import (
+    FAILURE_REASONS,
+    MetricsServer,
+    SchedulerMetrics,
+    TenantLabels,
+    failure_reason,
+)
 
 OPS = Path(__file__).resolve().parent.parent / "ops"
 ALERTS = OPS / "prometheus" / "alerts.yml"

@@ -15,10 +15,10 @@ import pytest
 import redis.asyncio as aredis
 
 from renderer.modal_weights import MARKER, copy_version
-from scheduler.fleet import Fleet
+from scheduler.dispatch.fleet import Fleet
+from scheduler.dispatch.spillover import Spillover
 from scheduler.policy import PolicyConfig
 from scheduler.policy.model import Autoscale
-from scheduler.spillover import Spillover
 from tests.conftest import S3Server
 from tests.test_modal_app import offline_env
 

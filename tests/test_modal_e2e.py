@@ -13,8 +13,8 @@ import redis.asyncio as aredis
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
-from scheduler import keys
 from scheduler.pools.modal import ModalPool, ModalPoolConfig
+from scheduler.store import keys
 from tests.conftest import AUTH, S3Server, Stack, assert_eventually
 from tests.fake_modal import FakeModal
 from tests.test_spillover_e2e import final_jobs, submit_burst

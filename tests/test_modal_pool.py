@@ -17,10 +17,10 @@ import pytest
 from renderer.probe import probe_mp4
 from renderer.remote import RemoteRequest, RemoteResult
 from scheduler.config import ConfigError, SchedulerConfig
-from scheduler.jobs import Job, JobSpec, Status, new_job_id
 from scheduler.policy.model import Autoscale
 from scheduler.pools.base import PoolStats, Rendered, RenderError, Superseded
 from scheduler.pools.modal import ModalPool, ModalPoolConfig
+from scheduler.store.jobs import Job, JobSpec, Status, new_job_id
 from tests.conftest import assert_eventually
 from tests.fake_modal import FakeModal
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scheduler.plan import PlanInputs, plan_capacity
+from scheduler.policy.capacity import PlanInputs, plan_capacity
 
 
 def test_budget_buys_the_containers_a_worst_month_can_pay_for() -> None:

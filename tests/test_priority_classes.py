@@ -14,13 +14,13 @@ import redis.asyncio as aredis
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
-from scheduler import keys
-from scheduler.jobs import JobSpec, PriorityClass
 from scheduler.policy import Controls, Mode, PolicyState, Reason, Target, decide
 from scheduler.sim import parse_config, parse_trace, simulate
 from scheduler.sim.engine import Pool
 from scheduler.sim.report import summarize
-from scheduler.store import JobStore
+from scheduler.store import keys
+from scheduler.store.jobs import JobSpec, PriorityClass
+from scheduler.store.jobstore import JobStore
 from tests.conftest import API_KEY, AUTH, OPERATOR_AUTH, Stack
 from tests.test_controls import admin
 from tests.test_policy import SPILLING, T0, config, sig

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from scheduler import cli, validation
+from scheduler.api import validation
+from scheduler.cli import main as cli
 from scheduler.policy import Mode, PolicyConfig, Reason, decide
 from scheduler.sim import (
     POLICY_NAMES,
@@ -391,6 +392,6 @@ def test_bad_inputs_make_the_command_exit_2_naming_the_problem(
 
 
 def test_the_signal_is_read_as_the_scheduler_reads_it() -> None:
-    """The priority range is that of `scheduler.validation` (the sample sizes and
+    """The priority range is that of `scheduler.api.validation` (the sample sizes and
     quantiles are shared through `scheduler.policy.estimates`)."""
     assert trace.MAX_PRIORITY == validation.MAX_PRIORITY

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scheduler import cli
+from scheduler.cli import main as cli
 from scheduler.policy import Plan, PolicyConfig, PolicyState, Signal
 from scheduler.sim import (
     InhouseModel,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from scheduler import cli
+from scheduler.cli import main as cli
 from scheduler.sim import POLICY_NAMES, load_trace, parse_config, simulate
 from scheduler.sim.cli import simulate_all
 from scheduler.sim.plot import PlotError, _mode_line, _rolling_p95, plot_runs

@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
-from scheduler import keys
+from scheduler.store import keys
 from tests.conftest import (
     API_KEY,
     AUTH,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import ConfigError, S3Config, SchedulerConfig
-from scheduler.storage import CONTENT_TYPE, S3ObjectStore
+from scheduler.store.storage import CONTENT_TYPE, S3ObjectStore
 from tests.conftest import S3_REGION, S3Server
 
 MIB = 1024 * 1024

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 import redis.asyncio as aredis
 
-from scheduler import keys
-from scheduler.jobs import JobSpec, Output, Status
-from scheduler.store import Finish, JobStore, QueueFull
+from scheduler.store import keys
+from scheduler.store.jobs import JobSpec, Output, Status
+from scheduler.store.jobstore import Finish, JobStore, QueueFull
 
 SPEC = JobSpec(prompt="a red fox", model="sora-2", seconds=4, width=720, height=1280, priority=5)
 OUTPUT = Output(bucket="b", key="k", bytes=1, sha256="0" * 64, duration_s=4.0)

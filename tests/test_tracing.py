@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
-from scheduler import tracing
+from scheduler.telemetry import tracing
 from tests.conftest import AUTH, S3Server, Stack, assert_eventually
 from tests.test_spillover_e2e import REQUEST, SPILL_ENV, final_jobs
 

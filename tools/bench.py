@@ -473,10 +473,10 @@ async def _watchers(
 
 
 async def watch_fanout(tmp: Path, watchers: int, rounds: int) -> dict[str, float]:
-    from scheduler import keys
-    from scheduler.fleet import Fleet
-    from scheduler.jobs import JobSpec
-    from scheduler.store import JobStore, load_script
+    from scheduler.dispatch.fleet import Fleet
+    from scheduler.store import keys
+    from scheduler.store.jobs import JobSpec
+    from scheduler.store.jobstore import JobStore, load_script
 
     spec = JobSpec(prompt="w", model="sora-2", seconds=4, width=720, height=1280, priority=5)
     with stack(tmp, 1) as s:
@@ -586,7 +586,7 @@ kind, endpoint, path, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(s
 size = path.stat().st_size
 if kind == "ours":
     from scheduler.config import S3Config
-    from scheduler.storage import S3ObjectStore
+    from scheduler.store.storage import S3ObjectStore
     async def run():
         store = await S3ObjectStore.connect(
             S3Config("bench", endpoint, None, "us-east-1", "v/", 8 << 20, 8 << 20, 60, 8, 0))

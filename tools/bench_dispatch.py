@@ -24,11 +24,11 @@ import time
 import redis.asyncio as redis
 
 from scheduler.config import RendererEndpoint
-from scheduler.fleet import Fleet
-from scheduler.jobs import JobSpec
+from scheduler.dispatch.fleet import Fleet
+from scheduler.dispatch.spillover import Spillover
 from scheduler.policy import PolicyConfig, Target
-from scheduler.spillover import Spillover
-from scheduler.store import JobStore
+from scheduler.store.jobs import JobSpec
+from scheduler.store.jobstore import JobStore
 
 SPEC = JobSpec(prompt="bench", model="m", seconds=4, width=720, height=1280, priority=5)
 

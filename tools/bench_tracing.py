@@ -201,7 +201,7 @@ def job_spans(job_id: str) -> None:
     from opentelemetry import trace
 
     from renderer import tracing as renderer_tracing
-    from scheduler import tracing
+    from scheduler.telemetry import tracing
 
     tracer = trace.get_tracer(MICRO_SCOPE)
     now = time.time_ns()

@@ -23,7 +23,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 
 from scheduler.config import S3Config
-from scheduler.storage import CONTENT_TYPE, S3ObjectStore
+from scheduler.store.storage import CONTENT_TYPE, S3ObjectStore
 
 BUCKET = "bench-uploads"
 

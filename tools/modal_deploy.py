@@ -204,7 +204,7 @@ def reapply_autoscaler(deployment: Deployment) -> None:
 async def _applied_settings(redis_url: str) -> Autoscale | None:
     import redis.asyncio as redis
 
-    from scheduler import keys
+    from scheduler.store import keys
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:

@@ -1,6 +1,6 @@
 """The spillover policy: a pure function of (state, signal, config, now).
 
-Nothing in this package does I/O or reads a clock; `scheduler.dispatcher` feeds it.
+Nothing in this package does I/O or reads a clock; `scheduler.dispatch.dispatcher` feeds it.
 """
 
 from scheduler.policy.config import PolicyConfig, PrewarmWindow

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from scheduler.jobs import Job
 from scheduler.policy.model import Autoscale
+from scheduler.store.jobs import Job
 
 
 class RenderHooks(Protocol):

@@ -42,10 +42,10 @@ from typing import IO, Any, TypeVar
 import grpc
 from spillway.v1 import renderer_pb2_grpc
 
-from scheduler.jobs import Job
 from scheduler.policy.model import Autoscale
 from scheduler.pools.base import Pool, PoolStats, Rendered, RenderError, RenderHooks, Slot
 from scheduler.pools.stream import CHANNEL_OPTIONS, stream_render
+from scheduler.store.jobs import Job
 
 log = logging.getLogger(__name__)
 

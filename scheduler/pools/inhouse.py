@@ -1,7 +1,7 @@
 """The in-house fleet: gRPC `Renderer` endpoints, each with a number of slots.
 
 Which endpoint runs a job is decided in Redis, by the claim script, across every
-replica (see `scheduler.fleet`): a claimed job arrives here with its `endpoint`, and the
+replica (see `scheduler.dispatch.fleet`): a claimed job arrives here with its `endpoint`, and the
 pool only keeps one long-lived channel per address and streams the render.
 """
 
@@ -15,9 +15,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from spillway.v1 import renderer_pb2_grpc
 
-from scheduler.jobs import Job
 from scheduler.pools.base import Pool, PoolStats, Rendered, RenderError, RenderHooks, Slot
 from scheduler.pools.stream import CHANNEL_OPTIONS, stream_render
+from scheduler.store.jobs import Job
 
 
 class _NoSlot(Slot):

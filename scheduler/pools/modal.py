@@ -74,8 +74,6 @@ from typing import Any, Protocol, TypeVar, cast
 
 from renderer.errors import InvalidRenderRequest, RendererBusy
 from renderer.remote import RemoteRequest, RemoteResult
-from scheduler import tracing
-from scheduler.jobs import Job
 from scheduler.policy.model import Autoscale
 from scheduler.pools.base import (
     Pool,
@@ -87,6 +85,8 @@ from scheduler.pools.base import (
     Slot,
     Superseded,
 )
+from scheduler.store.jobs import Job
+from scheduler.telemetry import tracing
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from typing import BinaryIO
 import grpc
 from spillway.v1 import renderer_pb2, renderer_pb2_grpc
 
-from scheduler import tracing
-from scheduler.jobs import Job
 from scheduler.pools.base import Rendered, RenderError, RenderHooks, RenderInfo, Superseded
+from scheduler.store.jobs import Job
+from scheduler.telemetry import tracing
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),

@@ -11,9 +11,9 @@ run.
 At each instant the engine applies every event due then (so jobs arriving in the same
 millisecond are all queued, and count against `max_queued`, before anything is
 dispatched) and, if any of them could change the answer, asks the policy (with a
-`Signal` built as `scheduler.spillover` builds it: Modal's ready slots are its booted
+`Signal` built as `scheduler.dispatch.spillover` builds it: Modal's ready slots are its booted
 containers x concurrency, its starting slots those of the containers not yet up, and
-the spend is the meter's bill so far), carries the plan out as `scheduler.dispatcher`
+the spend is the meter's bill so far), carries the plan out as `scheduler.dispatch.dispatcher`
 does, and asks again until a plan starts nothing:
 
 - INHOUSE n: the first n of the line (interactive, then batch; each by priority, then

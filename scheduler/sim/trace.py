@@ -25,7 +25,7 @@ from pathlib import Path
 _REQUIRED = ("arrival_s", "render_s")
 _OPTIONAL = ("priority",)
 MAX_PRIORITY = 9
-"""As `scheduler.validation.MAX_PRIORITY` (not imported: that module pulls in gRPC)."""
+"""As `scheduler.api.validation.MAX_PRIORITY` (not imported: that module pulls in gRPC)."""
 _CLASSES = ("interactive", "batch")
 
 

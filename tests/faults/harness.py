@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
-from scheduler import keys
+from scheduler.store import keys
 from tests.conftest import API_KEY, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3Server, free_port
 
 REPO = Path(__file__).resolve().parents[2]

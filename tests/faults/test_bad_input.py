@@ -25,9 +25,9 @@ from spillway.v1 import scheduler_pb2_grpc
 from starlette.requests import Request
 
 from gateway.create_params import read_create_params
-from scheduler.errors import InvalidArgument
+from scheduler.api.errors import InvalidArgument
+from scheduler.api.validation import validate_event_id
 from scheduler.server import SERVICE_NAME, SchedulerServer
-from scheduler.validation import validate_event_id
 from tests.conftest import API_KEY, AUTH, Stack
 
 pytestmark = pytest.mark.faults
