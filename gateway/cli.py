@@ -21,9 +21,13 @@ SERVICE_NAME = "spillway-gateway"
 """The traces' service name, unless OTEL_SERVICE_NAME says otherwise."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, epilog: str | None = None) -> int:
+    """`epilog`: more help, such as the settings list that `spillway gateway` adds."""
     parser = argparse.ArgumentParser(
-        prog="spillway gateway", description="Serve the REST gateway to the scheduler."
+        prog="spillway gateway",
+        description="Serve the REST gateway to the scheduler.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")

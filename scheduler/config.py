@@ -33,6 +33,12 @@ TENANT_WEIGHTS = "SPILLWAY_TENANT_WEIGHTS"
 """Comma-separated `tenant=weight` pairs: a tenant's share of claims when several have
 work queued (default 1 each; weight 2 is served twice as often). Written to Redis at
 startup, so the replica started last sets them for all."""
+TENANT_BUDGET_SPLIT = "SPILLWAY_TENANT_BUDGET_SPLIT"
+"""1 splits the monthly spill budget between tenants by weight: a tenant's jobs spill only
+while what its jobs spent on the second fleet this month is under budget x its weight /
+the sum of the weights in SPILLWAY_TENANT_WEIGHTS (a tenant not named there weighs 1);
+past its share they wait for in-house slots. Needs SPILLWAY_TENANT_WEIGHTS. Default 0:
+one budget for all."""
 METRICS_TENANTS = "SPILLWAY_METRICS_TENANTS"
 """Tenants, besides those named in SPILLWAY_TENANT_WEIGHTS, that get a `tenant` label of
 their own on the per-tenant metrics, first come first served on each replica; the rest
@@ -211,6 +217,7 @@ class SchedulerConfig:
     operator_keys: Mapping[str, str]
     key_cache_s: float
     tenant_weights: Mapping[str, float]
+    tenant_budget_split: bool
     metrics_tenants: int
     quota: TenantQuota
     inhouse: tuple[RendererEndpoint, ...]
@@ -258,6 +265,12 @@ class SchedulerConfig:
             lifecycle_days=get(env, S3_LIFECYCLE_DAYS, "0", int_in(0, 36500)),
         )
         retention_s = get(env, RETENTION_S, "86400", int_at_least(60))
+        tenant_weights = get(env, TENANT_WEIGHTS, "", _weights)
+        budget_split = get(env, TENANT_BUDGET_SPLIT, "0", flag)
+        if budget_split and not tenant_weights:
+            raise ConfigError(
+                f"{TENANT_BUDGET_SPLIT}=1 splits the budget by weight: set {TENANT_WEIGHTS}"
+            )
         operator_keys = get(env, OPERATOR_KEYS, "", _api_keys)
         api_keys = get(env, API_KEYS, None if not operator_keys else "", _api_keys)
         if set(api_keys) & set(operator_keys):
@@ -274,7 +287,8 @@ class SchedulerConfig:
             api_keys=api_keys,
             operator_keys=operator_keys,
             key_cache_s=get(env, KEY_CACHE_S, "2", float_at_least(0)),
-            tenant_weights=get(env, TENANT_WEIGHTS, "", _weights),
+            tenant_weights=tenant_weights,
+            tenant_budget_split=budget_split,
             metrics_tenants=get(env, METRICS_TENANTS, "20", int_at_least(0)),
             quota=TenantQuota(
                 max_queued=get(env, TENANT_MAX_QUEUED, "0", int_at_least(0)),

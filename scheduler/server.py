@@ -181,6 +181,7 @@ class SchedulerServer:
                 shutdown_grace_s=cfg.shutdown_grace_s,
                 autoscale_interval_s=cfg.spill.autoscale_interval_s,
                 upload_retry_s=cfg.upload_retry_s,
+                budget_weights=cfg.tenant_weights if cfg.tenant_budget_split else None,
             ),
         )
         self.health = health.aio.HealthServicer()

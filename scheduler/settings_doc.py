@@ -1,13 +1,13 @@
-"""The scheduler's settings as `spillway scheduler --help` lists them: read from the
-constants that name each environment variable and the docstrings under them, so the
-list cannot drift from what `SchedulerConfig.from_env` reads."""
+"""A server's settings as its `--help` lists them (`spillway scheduler`, `spillway
+gateway`): read from the constants that name each environment variable and the
+docstrings under them, so the list cannot drift from what the config reads."""
 
 from __future__ import annotations
 
 import ast
 import inspect
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from scheduler import config, spill_config
@@ -15,9 +15,10 @@ from scheduler import config, spill_config
 _MODULES = (config, spill_config)
 
 
-def settings() -> Iterator[tuple[str, str]]:
-    """Each (variable, description), in the order the modules define them."""
-    for module in _MODULES:
+def settings(modules: Sequence[ModuleType] = _MODULES) -> Iterator[tuple[str, str]]:
+    """Each (variable, description), in the order the modules (by default the
+    scheduler's) define them."""
+    for module in modules:
         yield from _documented_constants(module)
 
 
@@ -41,9 +42,9 @@ def _documented_constants(module: ModuleType) -> Iterator[tuple[str, str]]:
         yield name, doc
 
 
-def epilog(width: int = 88) -> str:
+def epilog(modules: Sequence[ModuleType] = _MODULES, width: int = 88) -> str:
     lines = ["settings (environment variables; a malformed value stops startup):"]
-    for name, doc in settings():
+    for name, doc in settings(modules):
         lines.append(f"  {name}")
         if doc:
             lines.extend(

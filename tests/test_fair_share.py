@@ -3,12 +3,18 @@ delays another's job by at most its share, never by the length of the burst."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import redis.asyncio as aredis
 
+from scheduler.dispatch.fleet import Fleet
+from scheduler.dispatch.spillover import Spillover
+from scheduler.policy import PolicyConfig
 from scheduler.store import keys
 from scheduler.store.jobs import JobSpec
 from scheduler.store.jobstore import JobStore
 from tests.conftest import AUTH, OTHER_AUTH, Stack
+from tests.test_metrics import render_info
 from tests.test_rest_e2e import FPS
 
 SPEC = JobSpec(prompt="a tide", model="sora-2", seconds=4, width=720, height=1280, priority=5)
@@ -102,3 +108,34 @@ async def test_a_job_queued_before_tenant_queues_existed_is_served(
     await redis_client.delete(keys.tenant_queue("old"), keys.FAIR)
     claimed = await store.claim("r1", "inhouse", 30, cap=10)
     assert claimed is not None and claimed.id == job.id
+
+
+async def test_a_split_budget_stops_a_tenant_spilling_past_its_share(
+    redis_client: aredis.Redis,
+) -> None:
+    """Weights 3 and 1 split a $4 budget into $3 and $1: the tenant that spent its $1
+    spills no more (its jobs wait for in-house, which still takes them); the other does.
+    The spend comes from the meter, as a spilled render records it."""
+    store = JobStore(
+        redis_client, retention_s=3600, events_maxlen=64, max_attempts=3, max_queued=10**6
+    )
+    await redis_client.hset(keys.FLEET_SLOTS, "127.0.0.1:9", 10)
+    await redis_client.hset(keys.TENANT_WEIGHTS, mapping={"big": 3, "small": 1})
+    config = dataclasses.replace(PolicyConfig(), budget_usd_month=4.0, gpu_usd_per_s=1.0)
+    spillover = Spillover(
+        redis_client,
+        config,
+        inhouse_pool="inhouse",
+        spill_pool="modal",
+        fleet=Fleet(redis_client, eject_after=1),
+    )
+    budgets = spillover.tenant_budgets({"big": 3, "small": 1})
+    # One second of GPU at $1/s: the small tenant's whole share.
+    await spillover.record("modal", render_info(render_s=1.0), 1.0, "small")
+    small = (await store.submit("small", SPEC)).job.id
+    big = (await store.submit("big", SPEC)).job.id
+    spilled = await store.claim("r1", "modal", 30, cap=10, budgets=budgets)
+    assert spilled is not None and spilled.id == big
+    assert await store.claim("r1", "modal", 30, cap=10, budgets=budgets) is None
+    home = await store.claim("r1", "inhouse", 30, cap=-1)
+    assert home is not None and home.id == small

@@ -58,3 +58,20 @@ def test_scheduler_help_prints_them() -> None:
     )
     for name in ("REDIS_URL", "SPILLWAY_API_KEYS", "SPILLWAY_HIGH_WATERMARK"):
         assert f"\n  {name}\n" in result.stdout
+
+
+def test_gateway_help_lists_its_settings_and_the_readme_names_them() -> None:
+    from gateway import config as gateway_config
+
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler", "gateway", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    names = [name for name, _ in settings((gateway_config,))]
+    assert "SPILLWAY_SCHEDULER_ADDR" in names
+    assert [n for n in names if f"\n  {n}\n" not in result.stdout] == []
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert [n for n in names if f"`{n}`" not in readme] == []

@@ -47,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return renderer_main(["serve", *argv[1:]])
     if argv and argv[0] == "gateway":
+        from gateway import config as gateway_config
         from gateway.cli import main as gateway_main
+        from scheduler.settings_doc import epilog
 
-        return gateway_main(argv[1:])
+        wants_help = "-h" in argv or "--help" in argv
+        return gateway_main(argv[1:], epilog=epilog((gateway_config,)) if wants_help else None)
     # Listing the settings parses the config modules' source: only for its own help.
     args = _parser(settings_help=argv[:1] == ["scheduler"]).parse_args(argv)
     try:

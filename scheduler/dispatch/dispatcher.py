@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scheduler.dispatch.attempt import Attempt, AttemptRunner, RunnerConfig
@@ -26,7 +27,7 @@ from scheduler.policy import Autoscale, Plan, Reason, Target
 from scheduler.pools.base import Pool
 from scheduler.store.events import EventHub
 from scheduler.store.jobs import Job
-from scheduler.store.jobstore import JobStore
+from scheduler.store.jobstore import JobStore, TenantBudgets
 from scheduler.store.storage import ObjectStore
 from scheduler.tasks import cancel_and_wait, cancel_requested
 from scheduler.telemetry.metrics import SchedulerMetrics
@@ -45,6 +46,8 @@ class DispatcherConfig:
     shutdown_grace_s: float
     autoscale_interval_s: float
     upload_retry_s: float
+    budget_weights: Mapping[str, float] | None = None
+    """The tenant weights the spill budget is split by; None: one budget for all."""
 
 
 class Dispatcher:
@@ -197,14 +200,27 @@ class Dispatcher:
             # spilled: it waits for an in-house slot, or expires.
             finish_ms = plan.spill_finish_ms
             batch = signal.controls.batch_spill
+            weights = self._config.budget_weights
+            budgets = self._spillover.tenant_budgets(weights) if weights else None
             rescue = plan.sent(Target.MODAL, Reason.TIMEOUT_RESCUE)
             started += await self._claim(
-                spill, rescue, Reason.TIMEOUT_RESCUE, oldest=True, finish_ms=finish_ms, batch=batch
+                spill,
+                rescue,
+                Reason.TIMEOUT_RESCUE,
+                oldest=True,
+                finish_ms=finish_ms,
+                batch=batch,
+                budgets=budgets,
             )
             for decision in plan.decisions:
                 if decision.target is Target.MODAL and decision.reason is not Reason.TIMEOUT_RESCUE:
                     started += await self._claim(
-                        spill, decision.count, decision.reason, finish_ms=finish_ms, batch=batch
+                        spill,
+                        decision.count,
+                        decision.reason,
+                        finish_ms=finish_ms,
+                        batch=batch,
+                        budgets=budgets,
                     )
         if plan.shed_waits_over_ms is not None and (
             shed := await self._store.expire_queued(plan.shed_waits_over_ms)
@@ -233,6 +249,7 @@ class Dispatcher:
         oldest: bool = False,
         finish_ms: int = 0,
         batch: bool = False,
+        budgets: TenantBudgets | None = None,
     ) -> int:
         started = 0
         for _ in range(count):
@@ -245,6 +262,7 @@ class Dispatcher:
                 finish_ms=finish_ms,
                 reason=reason.value,
                 batch=batch,
+                budgets=budgets,
             )
             if job is None:
                 break

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ from scheduler.policy import (
 from scheduler.policy.estimates import AGES_SAMPLED, SAMPLES_KEPT, estimate
 from scheduler.pools.base import PoolStats, RenderInfo
 from scheduler.store import keys
-from scheduler.store.jobstore import load_script
+from scheduler.store.jobstore import TenantBudgets, load_script
 
 log = logging.getLogger(__name__)
 
@@ -255,9 +255,18 @@ class Spillover:
         _, _, signal, _ = await self.read(None, self._spill is not None)
         return retry_after_s(signal, self.config)
 
-    async def record(self, pool: str, info: RenderInfo, wall_s: float) -> None:
+    def tenant_budgets(self, weights: Mapping[str, float]) -> TenantBudgets:
+        """This month's split of the spill budget over `weights`, for the spill claim."""
+        return TenantBudgets(
+            spend_key=keys.tenant_spend(_month()),
+            budget_usd=self.config.budget_usd_month,
+            total_weight=sum(weights.values()),
+        )
+
+    async def record(self, pool: str, info: RenderInfo, wall_s: float, tenant: str) -> None:
         """Feeds the estimates (render time as the scheduler saw it, cold starts) and, for
-        the second fleet, meters its GPU-seconds against the budget."""
+        the second fleet, meters its GPU-seconds against the budget, in total and for the
+        job's tenant."""
         cold_s = info.boot_s + info.restore_s if info.cold_start else 0.0
         async with self._r.pipeline(transaction=False) as pipe:
             render_key = keys.samples(pool, "render")
@@ -274,6 +283,9 @@ class Spillover:
                 spend_key = keys.spend(_month())
                 pipe.incrbyfloat(spend_key, usd)
                 pipe.expire(spend_key, _SPEND_TTL_S)
+                tenants_key = keys.tenant_spend(_month())
+                pipe.hincrbyfloat(tenants_key, tenant, usd)
+                pipe.expire(tenants_key, _SPEND_TTL_S)
             await pipe.execute()
 
     async def hold_autoscaler_lease(self, owner: str, ttl_s: float) -> bool:

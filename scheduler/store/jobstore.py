@@ -94,6 +94,17 @@ class Finish(StrEnum):
 
 
 @dataclass(frozen=True)
+class TenantBudgets:
+    """The monthly spill budget split by tenant weight, as the spill claim checks it."""
+
+    spend_key: str
+    """`keys.tenant_spend` of this month."""
+    budget_usd: float
+    total_weight: float
+    """The sum of the configured weights: a tenant's share is budget x weight / this."""
+
+
+@dataclass(frozen=True)
 class Submitted:
     job: Job
     created: bool
@@ -274,12 +285,14 @@ class JobStore:
         finish_ms: int = 0,
         reason: str = "",
         batch: bool = False,
+        budgets: TenantBudgets | None = None,
     ) -> Job | None:
         """Takes the next queued job for the pool (by priority, or the longest waiting;
         interactive before batch), unless the pool already runs `cap` jobs across all
         replicas. A spill (`cap` >= 0) takes no job kept in-house and, unless `batch`, no
         batch job; with `finish_ms`, it passes over a job whose deadline comes sooner
-        than that. Jobs passed over stay in line."""
+        than that; with `budgets`, it passes over the jobs of a tenant whose spend has
+        reached its share. Jobs passed over stay in line."""
         h = await self._run(
             "claim",
             [],
@@ -296,6 +309,9 @@ class JobStore:
                 finish_ms,
                 reason,
                 "1" if batch else "0",
+                budgets.spend_key if budgets else "",
+                budgets.budget_usd if budgets else 0,
+                budgets.total_weight if budgets else 1,
             ],
         )
         return Job.from_hash(_pairs(h)) if h else None

@@ -134,6 +134,12 @@ def spend(month: str) -> str:
     return f"{NAMESPACE}spend:{month}"
 
 
+def tenant_spend(month: str) -> str:
+    """Hash: tenant -> USD of `spend(month)` its jobs were metered, which the spill claim
+    checks against the tenant's share when the budget is split by weight."""
+    return f"{NAMESPACE}spend:{month}:tenants"
+
+
 OBJECT_EXPIRY = f"{NAMESPACE}objects:expiry"
 """Sorted set: S3 key of a finished job's MP4 -> when it expires (ms, Redis time), the
 job's `expires_at`; the expiry sweeper deletes each object then."""

@@ -4,9 +4,11 @@
 --       'oldest': longest waiting),
 --       finish ms (0: none; else a job whose deadline comes sooner than this is left in
 --       line, as it could not finish on this pool before it), the policy's reason,
---       whether batch jobs may spill ('1'/'0')
+--       whether batch jobs may spill ('1'/'0'), the tenants' spend hash ('' when the
+--       budget is not split by tenant), the monthly budget, the sum of the weights
 -- Pops a queued job for the pool (interactive before batch; a spill takes no job kept
--- in-house, and no batch job unless they may spill), unless the pool already runs `cap`
+-- in-house, no batch job unless they may spill, and no job of a tenant past its share
+-- of a split budget), unless the pool already runs `cap`
 -- jobs across all replicas (or, in-house, no usable endpoint has a free slot); leases it
 -- to the owner, places it on the freest in-house endpoint, and marks it in progress.
 -- Returns the job's hash as a flat list, or false when there is none or no room.
@@ -32,9 +34,16 @@ local function fits(jk)
   if inhouse then
     return true
   end
-  local f = redis.call('HMGET', jk, 'inhouse_only', 'class', 'deadline_ms')
+  local f = redis.call('HMGET', jk, 'inhouse_only', 'class', 'deadline_ms', 'tenant')
   if f[1] == '1' or (f[2] == 'batch' and not batch_ok) then
     return false
+  end
+  if ARGV[13] ~= '' then
+    local spent = tonumber(redis.call('HGET', ARGV[13], f[4]) or '0')
+    local weight = tonumber(redis.call('HGET', K_TENANT_WEIGHTS, f[4]) or '1')
+    if spent >= tonumber(ARGV[14]) * weight / tonumber(ARGV[15]) then
+      return false
+    end
   end
   local deadline = tonumber(f[3] or '0')
   return not horizon or deadline == 0 or deadline >= finish_by
