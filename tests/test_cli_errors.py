@@ -62,13 +62,17 @@ class _Terminal(io.StringIO):
         return True
 
 
+_STYLE = re.compile(r"\x1b\[[0-9;]*m|\x1b\[\?25[lh]")
+_ERASE = re.compile(r"\x1b\[[02]?K")
+
+
 def _screen(written: str) -> str:
-    """What a terminal shows for one line after carriage returns and erase-to-end."""
+    """What a terminal shows on one line after carriage returns and erases (colours and
+    cursor hiding dropped)."""
     shown = ""
-    for part in written.split("\r"):
-        erase = part.find("\x1b[K")
-        text = part.replace("\x1b[K", "")
-        shown = text if erase >= 0 else text + shown[len(text) :]
+    for part in _STYLE.sub("", written).split("\r"):
+        text = _ERASE.sub("", part)
+        shown = text if _ERASE.search(part) else text + shown[len(text) :]
     return shown
 
 
@@ -88,5 +92,16 @@ async def test_watch_bar_leaves_no_stale_characters() -> None:
         SseEvent("2", "video.completed", {"progress": 100, "status": "completed"}),
     ]
     await watch_with_bar(_Events(events), "video_1", out)  # type: ignore[arg-type]
-    shown = _screen(out.getvalue().rstrip("\n"))
-    assert re.fullmatch(r"\[#+\] 100% completed", shown), repr(shown)
+    shown = _screen(out.getvalue().rstrip("\n")).rstrip()
+    assert re.fullmatch(r"video_1 ━+ 100% completed \d:\d\d:\d\d", shown), repr(shown)
+
+
+async def test_watch_without_a_terminal_writes_a_line_per_event() -> None:
+    out = io.StringIO()
+    events = [
+        SseEvent("1", "video.in_progress", {"progress": 40}),
+        SseEvent("2", "video.completed", {"progress": 100, "status": "completed"}),
+    ]
+    last = await watch_with_bar(_Events(events), "video_1", out)  # type: ignore[arg-type]
+    assert out.getvalue() == "40% in_progress\n100% completed\n"
+    assert last["status"] == "completed"

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 
 class ApiError(Exception):
@@ -149,24 +151,34 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def progress_line(progress: int, status: str, width: int = 30) -> str:
-    filled = width * max(0, min(progress, 100)) // 100
-    return f"[{'#' * filled}{'.' * (width - filled)}] {progress:3d}% {status}"
-
-
 async def watch_with_bar(
     client: RestClient, video_id: str, out: TextIO = sys.stderr
 ) -> dict[str, Any]:
-    """Draws a progress bar from the job's events; returns the last event's data."""
+    """Shows the job's progress from its events, as a rich progress bar on a terminal or
+    a line per event elsewhere (a log, a pipe); returns the last event's data."""
     last: dict[str, Any] = {}
-    tty = out.isatty()
-    async for event in client.events(video_id):
-        last = event.data
-        line = progress_line(int(last.get("progress") or 0), event.event.removeprefix("video."))
-        # Erase to the end of the line: a shorter status must not leave the tail of a
-        # longer one behind.
-        out.write(f"\r{line}\x1b[K" if tty else f"{line}\n")
-        out.flush()
-    if tty:
-        out.write("\n")
+    if not out.isatty():
+        async for event in client.events(video_id):
+            last = event.data
+            out.write(f"{int(last.get('progress') or 0)}% {_status(event)}\n")
+            out.flush()
+        return last
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    # Refreshed on each event rather than by rich's own thread: nothing changes between.
+    with Progress(*columns, console=Console(file=out), auto_refresh=False) as bar:
+        task = bar.add_task(video_id, total=100, status="")
+        async for event in client.events(video_id):
+            last = event.data
+            bar.update(task, completed=int(last.get("progress") or 0), status=_status(event))
+            bar.refresh()
     return last
+
+
+def _status(event: SseEvent) -> str:
+    return event.event.removeprefix("video.")
