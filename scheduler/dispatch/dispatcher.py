@@ -156,8 +156,7 @@ class Dispatcher:
             try:
                 plan = await self._dispatch_once()
                 backoff = _MIN_BACKOFF_S
-                if plan is not None:
-                    await self._store.wait_for_work(timeout_s=self._wait_s(plan))
+                await self._store.wait_for_work(timeout_s=self._wait_s(plan))
                 self._dispatch_outage.ok()
             except Exception as exc:
                 if self._stopping or cancel_requested():
@@ -168,9 +167,10 @@ class Dispatcher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
-    async def _dispatch_once(self) -> Plan | None:
-        """One decision, carried out. Returns the plan if it started nothing (the loop
-        then waits for work), or None to decide again at once."""
+    async def _dispatch_once(self) -> Plan:
+        """One decision, carried out. The loop then waits for work: no time while the
+        queue holds any (a claim leaves the wake token then), else until a submit, a
+        finished job or the plan's recheck."""
         spill = self._spill
         stats = await spill.stats() if spill else None
         plan, signal = await self._spillover.decide(stats, spill.available if spill else False)
@@ -192,9 +192,7 @@ class Dispatcher:
         if plan.autoscale != self._autoscale_wanted:
             self._autoscale_wanted = plan.autoscale
             self._autoscale_changed.set()
-        started = await self._claim(
-            self._inhouse, plan.count(Target.INHOUSE), Reason.INHOUSE_SLOT_FREE
-        )
+        await self._claim(self._inhouse, plan.count(Target.INHOUSE), Reason.INHOUSE_SLOT_FREE)
         if spill is not None:
             # A job that could not finish on the second fleet before its deadline is not
             # spilled: it waits for an in-house slot, or expires.
@@ -203,7 +201,7 @@ class Dispatcher:
             weights = self._config.budget_weights
             budgets = self._spillover.tenant_budgets(weights) if weights else None
             rescue = plan.sent(Target.MODAL, Reason.TIMEOUT_RESCUE)
-            started += await self._claim(
+            await self._claim(
                 spill,
                 rescue,
                 Reason.TIMEOUT_RESCUE,
@@ -214,7 +212,7 @@ class Dispatcher:
             )
             for decision in plan.decisions:
                 if decision.target is Target.MODAL and decision.reason is not Reason.TIMEOUT_RESCUE:
-                    started += await self._claim(
+                    await self._claim(
                         spill,
                         decision.count,
                         decision.reason,
@@ -229,7 +227,7 @@ class Dispatcher:
             self._metrics.shed("queue_timeout", len(shed))
             for _ in shed:
                 self._metrics.job_finished("", "failed", None)
-        return None if started else plan
+        return plan
 
     def _wait_s(self, plan: Plan) -> float:
         wait_s = self._config.lease_s
@@ -250,8 +248,7 @@ class Dispatcher:
         finish_ms: int = 0,
         batch: bool = False,
         budgets: TenantBudgets | None = None,
-    ) -> int:
-        started = 0
+    ) -> None:
         for _ in range(count):
             job = await self._store.claim(
                 self._config.replica_id,
@@ -277,8 +274,6 @@ class Dispatcher:
                 priority=job.spec.priority_class.value,
             )
             self._start(job, pool, reason.value)
-            started += 1
-        return started
 
     def _start(self, job: Job, pool: Pool, reason: str) -> None:
         attempt = Attempt(

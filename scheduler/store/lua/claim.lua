@@ -135,5 +135,11 @@ redis.call('HSET', jk, 'status', 'in_progress', 'owner', ARGV[4], 'pool', pool,
 emit(ARGV[2] .. id, ARGV[3] .. id, ARGV[7],
   {type = 'dispatched', status = 'in_progress', progress = 1, t = now, pool = pool,
    reason = ARGV[11], endpoint = endpoint ~= '' and endpoint or nil})
-wake_if_queued()
+-- The token says whether work is left: a dispatcher that took the last job blocks until
+-- the next submit instead of deciding once more over an empty queue.
+if redis.call('ZCARD', K_QUEUE) > 0 then
+  wake()
+else
+  redis.call('DEL', K_WAKE)
+end
 return redis.call('HGETALL', jk)
