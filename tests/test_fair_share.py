@@ -130,8 +130,15 @@ async def test_a_split_budget_stops_a_tenant_spilling_past_its_share(
         fleet=Fleet(redis_client, eject_after=1),
     )
     budgets = spillover.tenant_budgets({"big": 3, "small": 1})
-    # One second of GPU at $1/s: the small tenant's whole share.
-    await spillover.record("modal", render_info(render_s=1.0), 1.0, "small")
+    # One second of GPU at $1/s, metered as a spilled render's is: the small tenant's
+    # whole share.
+    await store.submit("small", SPEC)
+    rendering = await store.claim("r1", "modal", 30, cap=10)
+    assert rendering is not None
+    observed = spillover.observe("modal", render_info(render_s=1.0), 1.0)
+    assert await store.rendered(rendering, observed, 95)
+    assert await store.rendered(rendering, observed, 95), "a retry meters nothing more"
+    assert await redis_client.hget(keys.tenant_spend(observed.month), "small") == "1"
     small = (await store.submit("small", SPEC)).job.id
     big = (await store.submit("big", SPEC)).job.id
     spilled = await store.claim("r1", "modal", 30, cap=10, budgets=budgets)

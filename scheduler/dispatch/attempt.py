@@ -161,8 +161,8 @@ class AttemptRunner:
             finally:
                 slot.release()
             self._metrics.render_observed(pool.name, wall_s, rendered.info)
-            await self._record(pool.name, rendered.info, wall_s, job.tenant)
-            if not await self._durably(lambda: self._store.progress(job, "uploading", _UPLOADING)):
+            observed = self._spillover.observe(pool.name, rendered.info, wall_s)
+            if not await self._durably(lambda: self._store.rendered(job, observed, _UPLOADING)):
                 raise Superseded(job.id)
             output = await self._upload(attempt, rendered)
             if output is None:
@@ -280,14 +280,6 @@ class AttemptRunner:
             await self._objects.delete(key)
         except StorageError as exc:
             log.warning("could not delete the unused object %s: %s", key, exc)
-
-    async def _record(self, pool: str, info: RenderInfo, wall_s: float, tenant: str) -> None:
-        """Feeds the policy's estimates; a sample lost to a Redis outage costs nothing
-        that matters more than the render it would delay."""
-        try:
-            await self._spillover.record(pool, info, wall_s, tenant)
-        except CONNECTION_ERRORS as exc:
-            log.debug("render sample not recorded: %s", exc)
 
     async def _report_endpoint(self, address: str, failure: str) -> None:
         try:

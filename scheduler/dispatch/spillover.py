@@ -34,16 +34,15 @@ from scheduler.policy import (
     poll_after_ms,
     retry_after_s,
 )
-from scheduler.policy.estimates import AGES_SAMPLED, SAMPLES_KEPT, estimate
+from scheduler.policy.estimates import AGES_SAMPLED, estimate
 from scheduler.pools.base import PoolStats, RenderInfo
 from scheduler.store import keys
-from scheduler.store.jobstore import TenantBudgets, load_script
+from scheduler.store.jobstore import Observation, TenantBudgets, load_script
 
 log = logging.getLogger(__name__)
 
 _TRANSITIONS_KEPT = 1000
 _CAS_TRIES = 8
-_SPEND_TTL_S = 40 * 86_400
 
 
 @dataclass(frozen=True)
@@ -263,30 +262,22 @@ class Spillover:
             total_weight=sum(weights.values()),
         )
 
-    async def record(self, pool: str, info: RenderInfo, wall_s: float, tenant: str) -> None:
-        """Feeds the estimates (render time as the scheduler saw it, cold starts) and, for
-        the second fleet, meters its GPU-seconds against the budget, in total and for the
-        job's tenant."""
+    def observe(self, pool: str, info: RenderInfo, wall_s: float) -> Observation:
+        """What a successful render feeds the estimates (its render time as the
+        scheduler saw it, its cold start) and, on the second fleet, meters against the
+        budget; `JobStore.rendered` stores it."""
         cold_s = info.boot_s + info.restore_s if info.cold_start else 0.0
-        async with self._r.pipeline(transaction=False) as pipe:
-            render_key = keys.samples(pool, "render")
+        return Observation(
+            pool=pool,
             # An input that joined a container partway through its boot waited less than
             # the whole boot: the render itself is the floor.
-            pipe.lpush(render_key, int(max(info.render_s, wall_s - cold_s) * 1000))
-            pipe.ltrim(render_key, 0, SAMPLES_KEPT - 1)
-            if info.cold_start:
-                cold_key = keys.samples(pool, "cold")
-                pipe.lpush(cold_key, int(cold_s * 1000))
-                pipe.ltrim(cold_key, 0, SAMPLES_KEPT - 1)
-            if pool == self._spill:
-                usd = cost_usd(int((info.render_s + cold_s) * 1000), self.config)
-                spend_key = keys.spend(_month())
-                pipe.incrbyfloat(spend_key, usd)
-                pipe.expire(spend_key, _SPEND_TTL_S)
-                tenants_key = keys.tenant_spend(_month())
-                pipe.hincrbyfloat(tenants_key, tenant, usd)
-                pipe.expire(tenants_key, _SPEND_TTL_S)
-            await pipe.execute()
+            render_ms=int(max(info.render_s, wall_s - cold_s) * 1000),
+            cold_ms=int(cold_s * 1000) if info.cold_start else None,
+            usd=cost_usd(int((info.render_s + cold_s) * 1000), self.config)
+            if pool == self._spill
+            else 0.0,
+            month=_month(),
+        )
 
     async def hold_autoscaler_lease(self, owner: str, ttl_s: float) -> bool:
         return bool(

@@ -18,6 +18,7 @@ import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 
 from scheduler.config import TenantQuota
+from scheduler.policy.estimates import SAMPLES_KEPT
 from scheduler.store import keys
 from scheduler.store.jobs import Event, Job, JobSpec, Output, initial_fields, new_job_id
 
@@ -94,6 +95,20 @@ class Finish(StrEnum):
 
 
 @dataclass(frozen=True)
+class Observation:
+    """What one successful render teaches the policy and costs (`Spillover.observe`)."""
+
+    pool: str
+    render_ms: int
+    cold_ms: int | None
+    """The boot or restore its input waited for; None when it found a container up."""
+    usd: float
+    """Its GPU time on the second fleet; 0 in-house."""
+    month: str
+    """The calendar month (UTC, `YYYY-MM`) it is metered in."""
+
+
+@dataclass(frozen=True)
 class TenantBudgets:
     """The monthly spill budget split by tenant weight, as the spill claim checks it."""
 
@@ -165,6 +180,7 @@ class JobStore:
                 "submit",
                 "claim",
                 "progress",
+                "rendered",
                 "finish",
                 "requeue",
                 "reclaim",
@@ -327,6 +343,36 @@ class JobStore:
                 "progress",
                 [keys.job(job.id), keys.events(job.id)],
                 [keys.channel(job.id), self._maxlen, job.lease, event_type, progress],
+            )
+        )
+
+    async def rendered(self, job: Job, observed: Observation, progress: int) -> bool:
+        """The attempt's render succeeded: records `observed` (samples and spend, once per
+        lease) and, if the lease still holds the job, marks it uploading at `progress`.
+        One round trip; safe to retry. False when the job moved on."""
+        return bool(
+            await self._run(
+                "rendered",
+                [
+                    keys.job(job.id),
+                    keys.events(job.id),
+                    keys.samples(observed.pool, "render"),
+                    keys.samples(observed.pool, "cold"),
+                    keys.spend(observed.month),
+                    keys.tenant_spend(observed.month),
+                ],
+                [
+                    keys.channel(job.id),
+                    self._maxlen,
+                    job.lease,
+                    progress,
+                    observed.render_ms,
+                    -1 if observed.cold_ms is None else observed.cold_ms,
+                    SAMPLES_KEPT,
+                    observed.usd,
+                    job.tenant,
+                    keys.SPEND_KEPT_S,
+                ],
             )
         )
 

@@ -134,6 +134,10 @@ def spend(month: str) -> str:
     return f"{NAMESPACE}spend:{month}"
 
 
+SPEND_KEPT_S = 40 * 86_400
+"""How long a month's spend keys outlive their last write: past the month's end."""
+
+
 def tenant_spend(month: str) -> str:
     """Hash: tenant -> USD of `spend(month)` its jobs were metered, which the spill claim
     checks against the tenant's share when the budget is split by weight."""

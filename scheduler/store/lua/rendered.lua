@@ -1,0 +1,34 @@
+-- KEYS: job, events, render samples, cold-start samples, the month's spend, the month's
+--       spend by tenant
+-- ARGV: channel, events maxlen, lease, progress, render ms, cold start ms (-1: warm),
+--       samples kept, USD (0: nothing to meter), tenant, spend TTL s
+-- A render of this lease succeeded. Records its samples and meters its GPU time, once
+-- per lease however often this is retried, and even when the job has moved on (the GPU
+-- time was spent); then marks the job uploading if this lease still holds it. One round
+-- trip for what the policy learns and what the caller sees. Returns 1, or 0 when stale.
+local cur = redis.call('HMGET', KEYS[1], 'status', 'lease', 'observed')
+if cur[3] ~= ARGV[3] then
+  local kept = tonumber(ARGV[7]) - 1
+  redis.call('LPUSH', KEYS[3], ARGV[5])
+  redis.call('LTRIM', KEYS[3], 0, kept)
+  if tonumber(ARGV[6]) >= 0 then
+    redis.call('LPUSH', KEYS[4], ARGV[6])
+    redis.call('LTRIM', KEYS[4], 0, kept)
+  end
+  if tonumber(ARGV[8]) > 0 then
+    redis.call('INCRBYFLOAT', KEYS[5], ARGV[8])
+    redis.call('EXPIRE', KEYS[5], ARGV[10])
+    redis.call('HINCRBYFLOAT', KEYS[6], ARGV[9], ARGV[8])
+    redis.call('EXPIRE', KEYS[6], ARGV[10])
+  end
+  if cur[1] then
+    redis.call('HSET', KEYS[1], 'observed', ARGV[3])
+  end
+end
+if cur[1] ~= 'in_progress' or cur[2] ~= ARGV[3] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'progress', ARGV[4])
+emit(KEYS[2], ARGV[1], ARGV[2],
+  {type = 'uploading', status = 'in_progress', progress = tonumber(ARGV[4]), t = now_ms()})
+return 1
