@@ -39,10 +39,11 @@ async def test_watch_list_get_download_cancel(gateway: Gateway, tmp_path: Path) 
     assert [v["id"] for v in json.loads(out)["data"]] == [video["id"]]
     code, out, _ = await jobs(gateway.base, "list")
     assert out.splitlines()[0].split()[:2] == ["id", "status"]
-    assert out.splitlines()[1].split()[:3] == [video["id"], "completed", "100%"]
+    assert out.splitlines()[1].split()[:4] == [video["id"], "completed", "100%", "interactive"]
 
     code, out, _ = await jobs(gateway.base, "get", video["id"])
     assert code == 0 and "status    completed" in out
+    assert "placement inhouse (inhouse_slot_free)" in out
 
     target = tmp_path / "kite.mp4"
     code, out, _ = await jobs(gateway.base, "download", video["id"], "-o", str(target))

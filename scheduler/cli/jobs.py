@@ -110,12 +110,13 @@ def when(epoch_s: Any) -> str:
 def to_table(videos: list[dict[str, Any]]) -> str:
     if not videos:
         return "no jobs"
-    rows = [("id", "status", "progress", "seconds", "size", "created (UTC)")]
+    rows = [("id", "status", "progress", "priority", "seconds", "size", "created (UTC)")]
     rows += [
         (
             v["id"],
             str(v.get("status", "")),
             f"{v.get('progress', 0)}%",
+            str(v.get("priority", "")),
             str(v.get("seconds", "")),
             str(v.get("size", "")),
             when(v.get("created_at")),
@@ -133,11 +134,20 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+def _placement(placement: dict[str, Any] | None) -> str | None:
+    if not placement:
+        return None
+    reason = placement.get("reason")
+    return f"{placement.get('pool')} ({reason})" if reason else placement.get("pool")
+
+
 def to_detail(video: dict[str, Any]) -> str:
     fields = [
         ("id", video.get("id")),
         ("status", video.get("status")),
         ("progress", f"{video.get('progress', 0)}%"),
+        ("priority", video.get("priority")),
+        ("placement", _placement(video.get("placement"))),
         ("model", video.get("model")),
         ("seconds", video.get("seconds")),
         ("size", video.get("size")),
