@@ -49,6 +49,9 @@ class Hooks:
     async def remote_call(self, call_id: str) -> bool:
         return True
 
+    async def started(self) -> bool:
+        return True
+
 
 def make_job(seconds: int = 1, side: int = 64) -> Job:
     return Job(

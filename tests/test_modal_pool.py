@@ -49,6 +49,9 @@ class Hooks:
         self.call_recorded.set()
         return self.accept_call
 
+    async def started(self) -> bool:
+        return True
+
 
 @dataclass
 class Clock:
