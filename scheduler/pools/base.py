@@ -129,6 +129,9 @@ class PoolStats:
     ready_slots: int
     """Inputs that running containers could take at once without a cold start, busy or
     not (containers x per-container concurrency, for those that finished booting)."""
+    starting_slots: int = 0
+    """Inputs the containers still starting (waiting for a GPU, booting, restoring) will
+    take once ready, busy or not; not counted in `ready_slots`."""
 
 
 class Slot(ABC):

@@ -357,11 +357,13 @@ class BurstPool(Pool):
         return replace(rendered, info=replace(info, cold_start=slot.cold, boot_s=boot_s))
 
     async def stats(self) -> PoolStats:
-        """Containers up or starting; ready slots are serving containers x concurrency."""
+        """Containers up or starting; ready slots are serving containers x concurrency,
+        starting slots booting ones x concurrency."""
         snapshot = self.snapshot()
         return PoolStats(
             containers=snapshot.containers,
             ready_slots=snapshot.ready * snapshot.concurrency,
+            starting_slots=snapshot.starting * snapshot.concurrency,
         )
 
     def snapshot(self) -> BurstSnapshot:
