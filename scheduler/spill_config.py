@@ -59,6 +59,11 @@ COLD_START_STALE_S = "SPILLWAY_COLD_START_STALE_S"
 """Observed cold starts that have not changed for this long may no longer claim a boot
 slower than SPILLWAY_EST_COLD_START_S (a deploy's first full boots would keep spills off
 long after snapshot restores became fast); 0 keeps them for good. Default 300."""
+RECALL_MARGIN_S = "SPILLWAY_RECALL_MARGIN_S"
+"""A job spilled to a fleet that reports its renders' start (the burst pool) is recalled
+and placed again once it has waited the p99 cold start plus this without starting; it
+is also recalled, sooner, for an in-house slot no queued job takes before its predicted
+start. Default 10."""
 
 SPILL_POOL = "SPILLWAY_SPILL_POOL"
 """The second fleet: `none`, `burst` (local worker processes) or `modal`. Default none."""
@@ -164,6 +169,7 @@ def policy_from_env(env: Mapping[str, str]) -> PolicyConfig:
             modal_render_ms=ms(EST_SPILL_RENDER_S, "60"),
             cold_start_ms=ms(EST_COLD_START_S, "30"),
             cold_start_stale_ms=ms(COLD_START_STALE_S, "300"),
+            recall_margin_ms=ms(RECALL_MARGIN_S, "10"),
         )
     except ConfigError:
         raise

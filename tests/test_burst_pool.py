@@ -14,7 +14,7 @@ import pytest
 
 from renderer.probe import probe_mp4
 from scheduler.policy.model import Autoscale
-from scheduler.pools.base import Rendered, RenderError
+from scheduler.pools.base import PoolStats, Rendered, RenderError
 from scheduler.pools.burst import (
     DEFAULT_COMMAND,
     READY_PREFIX,
@@ -47,6 +47,9 @@ class Hooks:
         return True
 
     async def remote_call(self, call_id: str) -> bool:
+        return True
+
+    async def started(self) -> bool:
         return True
 
 
@@ -199,6 +202,19 @@ async def test_idle_containers_stop_after_the_scaledown_window(
 
     assert asyncio.get_running_loop().time() - started >= SCALEDOWN_S * 0.9
     assert container_processes() == []
+
+
+async def test_stats_report_starting_and_ready_slots_apart(
+    make_pool: Callable[..., BurstPool],
+) -> None:
+    """A booting container's slots are starting, not ready, as Modal's stats read by
+    the Modal pool report them; once it serves, they are ready."""
+    pool = make_pool(concurrency=2, cold_start_s=1.0, scaledown_window_s=60)
+    await pool.set_autoscaler(Autoscale(1, 0, 2, scaledown_window_s=60))
+    await until(pool, lambda s: s.starting == 1)
+    assert await pool.stats() == PoolStats(containers=1, ready_slots=0, starting_slots=2)
+    await until(pool, lambda s: s.ready == 1)
+    assert await pool.stats() == PoolStats(containers=1, ready_slots=2, starting_slots=0)
 
 
 async def test_min_containers_prewarms_and_lowering_it_scales_to_zero(

@@ -32,6 +32,7 @@ from scheduler.policy import (
     PolicyConfig,
     PolicyState,
     Reason,
+    RecallReason,
     Signal,
     Target,
 )
@@ -411,6 +412,7 @@ def _exercised() -> SchedulerMetrics:
     m.upload_observed(1000, 0.2)
     m.upload_failed()
     m.shed("queue_full")
+    m.recalled("modal", RecallReason.INHOUSE_SOONER)
     m.transition(Mode.NORMAL, Mode.SPILL)
     m.decision(plan(Mode.SPILL, Decision(Target.MODAL, 1, Reason.MODAL_FASTER)), signal(), "modal")
     return m

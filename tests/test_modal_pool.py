@@ -49,6 +49,9 @@ class Hooks:
         self.call_recorded.set()
         return self.accept_call
 
+    async def started(self) -> bool:
+        return True
+
 
 @dataclass
 class Clock:
@@ -742,7 +745,9 @@ async def test_inputs_past_max_containers_wait_in_a_pending_queue(tmp_path: Path
             assert stats.backlog == 1
 
         await assert_eventually(one_runs_one_waits)
-        assert await pool.refresh_stats() == PoolStats(containers=1, ready_slots=1)
+        assert await pool.refresh_stats() == PoolStats(
+            containers=1, ready_slots=1, starting_slots=0
+        )
         fake.release()
         results = [RemoteResult.from_dict(await c.get.aio(timeout=30)) for c in (first, second)]
 
@@ -756,17 +761,22 @@ async def test_stats_count_booting_and_buffer_containers_but_not_as_ready(
     """Modal counts booting and buffer containers in `num_total_runners` (modal 1.6.4,
     `_functions.py`, `_Function.get_current_stats`: `num_total_tasks`): while the first
     input waits for its container's boot beside a buffer container, the pool reports
-    two containers and no ready slot; once both have booted, their slots are ready."""
+    two containers, their slots starting and none ready; once both have booted, their
+    slots are ready."""
     with FakeModal(buffer_containers=1, boot_s=0.3, concurrency=2) as fake:
         pool = make_pool(fake, tmp_path, concurrency=2)
         fake.hold()
         await spawn(fake)
 
         async def booting() -> None:
-            assert await pool.refresh_stats() == PoolStats(containers=2, ready_slots=0)
+            assert await pool.refresh_stats() == PoolStats(
+                containers=2, ready_slots=0, starting_slots=4
+            )
 
         async def booted() -> None:
-            assert await pool.refresh_stats() == PoolStats(containers=2, ready_slots=4)
+            assert await pool.refresh_stats() == PoolStats(
+                containers=2, ready_slots=4, starting_slots=0
+            )
 
         await assert_eventually(booting)
         await assert_eventually(booted)

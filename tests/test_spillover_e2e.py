@@ -254,3 +254,89 @@ async def test_spillover_cli_reports_mode_and_pools_as_json(stack: Stack) -> Non
         "containers": 0,
         "ready_slots": 0,
     }
+
+
+# One in-house slot, and a burst container that takes far longer to boot than any
+# render here: a job spilled to it can only finish if it is moved.
+RECALL_ENV = {
+    **SPILL_ENV,
+    "SPILLWAY_HIGH_WATERMARK": "1",
+    "SPILLWAY_LOW_WATERMARK": "0",
+    "SPILLWAY_EXIT_DWELL_S": "60",
+    "SPILLWAY_SPILL_MAX_CONTAINERS": "1",
+    "SPILLWAY_BURST_COLD_START_S": "40",
+    "SPILLWAY_EST_INHOUSE_RENDER_S": "30",
+}
+
+
+async def run_recall(
+    stack: Stack, s3: S3Server, *, cold_start_s: str, margin_s: str
+) -> list[pb.JobEvent]:
+    """Renders a job in-house and, while it renders, one that spills to the slow burst
+    container; returns the spilled job's events once both completed, after checking
+    that each completed once with one object."""
+    renderer = await stack.start_renderer(slots=1)
+    scheduler = await stack.start_scheduler(
+        **{
+            **RECALL_ENV,
+            "SPILLWAY_INHOUSE_RENDERERS": f"{renderer.address}=1",
+            "SPILLWAY_EST_COLD_START_S": cold_start_s,
+            "SPILLWAY_RECALL_MARGIN_S": margin_s,
+        }
+    )
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        busy = (
+            await stub.SubmitRender(
+                pb.SubmitRenderRequest(**{**REQUEST, "seconds": 12}), metadata=AUTH
+            )
+        ).job.id
+
+        async def rendering() -> None:
+            job = (await stub.GetJob(pb.GetJobRequest(id=busy), metadata=AUTH)).job
+            assert job.status == pb.JOB_STATUS_IN_PROGRESS and job.pool == "inhouse"
+
+        await assert_eventually(rendering, within=30)
+        (moved,) = await submit_burst(stub, 1)
+        jobs = await final_jobs(stub, [busy, moved])
+        assert [j.status for j in jobs] == [pb.JOB_STATUS_COMPLETED] * 2
+        events = [r.event async for r in stub.WatchJob(pb.WatchJobRequest(id=moved), metadata=AUTH)]
+    objects = s3.client().list_objects_v2(Bucket=s3.bucket).get("Contents", [])
+    assert sorted(o["Key"] for o in objects) == sorted(j.output.key for j in jobs)
+    assert jobs[1].pool == "inhouse" and jobs[1].attempt == 1
+    assert_valid_mp4(s3, jobs[1].output.key)
+    assert [e.type for e in events].count("completed") == 1
+    return events
+
+
+async def test_a_spilled_job_not_started_moves_to_a_freed_inhouse_slot(
+    stack: Stack, s3: S3Server
+) -> None:
+    """A job spilled to a burst container expected to boot later than the in-house slot
+    frees is recalled when it frees (inhouse_sooner), rendered there, and completes
+    once with one object."""
+    events = await run_recall(stack, s3, cold_start_s="20", margin_s="600")
+    moves = [(e.type, e.pool, e.reason) for e in events if e.type in ("dispatched", "recalled")]
+    assert moves == [
+        ("dispatched", "burst", "modal_faster"),
+        ("recalled", "burst", "inhouse_sooner"),
+        ("dispatched", "inhouse", "inhouse_slot_free"),
+    ]
+    assert events[-1].type == "completed"
+
+
+async def test_a_spilled_job_not_started_in_time_is_recalled(stack: Stack, s3: S3Server) -> None:
+    """A job whose burst container does not boot within the cold-start estimate plus
+    the margin is recalled (not_started_in_time), placed again each time, and completes
+    once, in-house, uncharged for its moves."""
+    events = await run_recall(stack, s3, cold_start_s="0.5", margin_s="0")
+    moves = [(e.type, e.pool, e.reason) for e in events if e.type in ("dispatched", "recalled")]
+    assert moves[:2] == [
+        ("dispatched", "burst", "modal_faster"),
+        ("recalled", "burst", "not_started_in_time"),
+    ]
+    # Every placement on the burst pool ended in a recall; the last went in-house.
+    assert moves[-1] == ("dispatched", "inhouse", "inhouse_slot_free")
+    for placed, recalled in zip(moves[:-1:2], moves[1::2], strict=True):
+        assert placed[:2] == ("dispatched", "burst") and recalled[:2] == ("recalled", "burst")
+    assert events[-1].type == "completed"

@@ -61,6 +61,8 @@ class Attempt:
     reason: str
     """Why the policy sent it to this pool (or `adopted`)."""
     call_id: str = ""
+    started: bool = False
+    """The pool reported the render's start (recorded on the job): no recall now."""
     outcome: str = "interrupted"
     """How the attempt ended: completed, requeued, failed, cancelled, superseded, ..."""
     task: asyncio.Task[None] = field(init=False)
@@ -369,6 +371,11 @@ class _Hooks:
     async def remote_call(self, call_id: str) -> bool:
         self._attempt.call_id = call_id
         return await self._store.set_call(self._attempt.job, call_id)
+
+    async def started(self) -> bool:
+        # Set first, so the dispatcher does not try a recall the store would refuse.
+        self._attempt.started = True
+        return await self._store.mark_started(self._attempt.job)
 
 
 async def _until_cancelled(live: LiveQueue) -> None:

@@ -4,7 +4,9 @@ complete: `scheduler.dispatch.attempt`).
 
 It blocks on Redis for work (a wake token that every submit, and every job that frees
 capacity, leaves), never on a timer, except where the policy names a time at which its
-answer may change (a dwell ending, a job timing out). Two more timers: lease upkeep
+answer may change (a dwell ending, a job timing out, a spilled job not started by its
+recall limit). Each decision first recalls this replica's spilled jobs that have not
+started where `scheduler.policy.recall` says so. Two more timers: lease upkeep
 (renewing the leases of the jobs it runs, reclaiming or adopting jobs whose replica
 stopped renewing theirs), and the autoscaler reconcile loop, which only the replica
 holding the autoscaler lease runs.
@@ -23,7 +25,16 @@ from scheduler.dispatch.attempt import Attempt, AttemptRunner, RunnerConfig
 from scheduler.dispatch.fleet import Fleet
 from scheduler.dispatch.spillover import Spillover
 from scheduler.dispatch.spillover import Status as SpilloverStatus
-from scheduler.policy import Autoscale, Plan, Reason, Target
+from scheduler.policy import (
+    Autoscale,
+    Plan,
+    Reason,
+    Signal,
+    Target,
+    Waiting,
+    next_recall_at_ms,
+    recalls,
+)
 from scheduler.pools.base import Pool
 from scheduler.store.events import EventHub
 from scheduler.store.jobs import Job
@@ -76,6 +87,9 @@ class Dispatcher:
         attempt of the same job may still be winding down; it is not in here."""
         self._next_deadline_ms: int | None = None
         """How long until the next job deadline, as of the last decision."""
+        self._next_recall_ms: int | None = None
+        """How long until a spilled job here is due for recall if it has not started,
+        as of the last decision."""
         self._runner = AttemptRunner(
             store,
             hub,
@@ -192,6 +206,9 @@ class Dispatcher:
         if plan.autoscale != self._autoscale_wanted:
             self._autoscale_wanted = plan.autoscale
             self._autoscale_changed.set()
+        # A recalled job is back in line (its enqueue leaves the wake token), so the next
+        # decision places it at once.
+        await self._recall(signal, plan.decided_at_ms)
         await self._claim(self._inhouse, plan.count(Target.INHOUSE), Reason.INHOUSE_SLOT_FREE)
         if spill is not None:
             # A job that could not finish on the second fleet before its deadline is not
@@ -229,13 +246,55 @@ class Dispatcher:
                 self._metrics.job_finished("", "failed", None)
         return plan
 
+    async def _recall(self, signal: Signal, now_ms: int) -> None:
+        """Takes back this replica's spilled jobs whose render has not started, where
+        the policy says so (`scheduler.policy.recall`): each goes back in line with a
+        `recalled` event, and its attempt stops."""
+        spill = self._spill
+        self._next_recall_ms = None
+        if spill is None or not spill.recallable:
+            return
+        waiting = {
+            job_id: a
+            for job_id, a in self._running.items()
+            if a.pool is spill and not a.started and not a.task.done()
+        }
+        config = self._spillover.config
+        chosen = recalls(
+            [Waiting(job_id, a.job.started_ms) for job_id, a in waiting.items()],
+            signal,
+            config,
+            now_ms,
+        )
+        for recall in chosen:
+            attempt = waiting.pop(recall.job_id)
+            # Refused once the render's start is recorded: the start and the recall are
+            # each one fenced script, so exactly one of them wins.
+            if not await self._store.recall(attempt.job, recall.reason.value):
+                continue
+            log.warning(
+                "recalled job %s from %s: %s", attempt.job.id, spill.name, recall.reason.value
+            )
+            self._metrics.recalled(spill.name, recall.reason)
+            del self._running[recall.job_id]
+            attempt.outcome = "recalled"
+            attempt.task.cancel()
+            if attempt.call_id:
+                await spill.cancel(attempt.job, attempt.call_id)
+        due = next_recall_at_ms(
+            [Waiting(job_id, a.job.started_ms) for job_id, a in waiting.items()], signal, config
+        )
+        if due is not None:
+            self._next_recall_ms = due - now_ms
+
     def _wait_s(self, plan: Plan) -> float:
         wait_s = self._config.lease_s
         if plan.recheck_at_ms is not None:
             # recheck_at is on the Redis clock; the wait only needs its distance.
             wait_s = min(wait_s, max(0.01, (plan.recheck_at_ms - plan.decided_at_ms) / 1000))
-        if self._next_deadline_ms is not None:
-            wait_s = min(wait_s, max(0.01, self._next_deadline_ms / 1000))
+        for due_ms in (self._next_deadline_ms, self._next_recall_ms):
+            if due_ms is not None:
+                wait_s = min(wait_s, max(0.01, due_ms / 1000))
         return wait_s
 
     async def _claim(
@@ -283,6 +342,7 @@ class Dispatcher:
             mode=self._mode,
             reason=reason,
             call_id=job.call_id,
+            started=job.render_started_ms > 0,
         )
         attempt.task = asyncio.create_task(self._runner.run(attempt), name=f"job-{job.id}")
         self._running[job.id] = attempt

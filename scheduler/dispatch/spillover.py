@@ -166,6 +166,7 @@ class Spillover:
             inhouse_slots=inhouse.slots,
             modal_inflight=int(spill_inflight),
             modal_ready_slots=spill_stats.ready_slots if spill_stats else 0,
+            modal_starting_slots=spill_stats.starting_slots if spill_stats else 0,
             modal_available=self._spill is not None and spill_available,
             spent_usd=float(spent or 0.0),
             estimates=estimate(_ints(inhouse_renders), _ints(spill_renders), _ints(colds), cfg),

@@ -21,6 +21,7 @@ from scheduler.policy.model import (
     Target,
     Transition,
 )
+from scheduler.policy.recall import Recall, RecallReason, Waiting, next_recall_at_ms, recalls
 
 __all__ = [
     "Autoscale",
@@ -34,13 +35,18 @@ __all__ = [
     "PolicyState",
     "PrewarmWindow",
     "Reason",
+    "Recall",
+    "RecallReason",
     "Signal",
     "SpillControl",
     "Target",
     "Transition",
+    "Waiting",
     "cost_usd",
     "decide",
+    "next_recall_at_ms",
     "poll_after_ms",
     "quantile",
+    "recalls",
     "retry_after_s",
 ]

@@ -82,6 +82,10 @@ class PolicyConfig:
     slower than `cold_start_ms` (a deploy's first full boots would otherwise keep the
     policy off the second fleet long after its snapshot restores became fast); 0 keeps
     them for good."""
+    recall_margin_ms: int = 10_000
+    """A job spilled to a fleet that reports when its renders start is recalled (and
+    placed again) once it has waited longer than the p99 cold start plus this without
+    starting: its container is failing to come up."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -117,6 +121,7 @@ class PolicyConfig:
             "modal_render_ms",
             "cold_start_ms",
             "cold_start_stale_ms",
+            "recall_margin_ms",
         ):
             value = getattr(self, name)
             if not math.isfinite(value):

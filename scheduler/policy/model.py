@@ -89,10 +89,17 @@ class Estimates:
     cold_start_mean_ms: int | None = None
     """Their mean: what a spill that boots a container expects to wait, over the whole
     distribution (failed restores included); None: `cold_start_ms`."""
+    cold_start_p99_ms: int | None = None
+    """Their 99th percentile: a spilled job that has waited longer than this (and a
+    margin) for its container is recalled; None: `cold_start_ms`."""
 
     @property
     def expected_cold_ms(self) -> int:
         return self.cold_start_ms if self.cold_start_mean_ms is None else self.cold_start_mean_ms
+
+    @property
+    def worst_cold_ms(self) -> int:
+        return self.cold_start_ms if self.cold_start_p99_ms is None else self.cold_start_p99_ms
 
 
 class SpillControl(StrEnum):

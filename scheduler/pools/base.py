@@ -23,6 +23,11 @@ class RenderHooks(Protocol):
         """Records the id of a remote call (a Modal FunctionCall) on the job, before the
         pool waits on it, so that any replica can resume it after a crash."""
 
+    async def started(self) -> bool:
+        """Records that the render starts, before its input reaches a renderer: a job
+        whose start is recorded is never recalled, and one recalled first answers
+        False."""
+
 
 class Superseded(Exception):
     """The job was cancelled, deleted or taken over by another attempt mid-render."""
@@ -124,6 +129,9 @@ class PoolStats:
     ready_slots: int
     """Inputs that running containers could take at once without a cold start, busy or
     not (containers x per-container concurrency, for those that finished booting)."""
+    starting_slots: int = 0
+    """Inputs the containers still starting (waiting for a GPU, booting, restoring) will
+    take once ready, busy or not; not counted in `ready_slots`."""
 
 
 class Slot(ABC):
@@ -138,6 +146,10 @@ class Pool(ABC):
     resumable: bool = False
     """Whether a render outlives this process (a Modal call): on shutdown such jobs are
     left running for another replica to adopt, rather than requeued."""
+    recallable: bool = False
+    """Whether the pool reports each render's start (`RenderHooks.started`) before the
+    input reaches a renderer, so that a job not started yet may be recalled. A pool
+    that cannot see the start never has a job recalled."""
 
     @property
     def available(self) -> bool:

@@ -43,7 +43,15 @@ import grpc
 from spillway.v1 import renderer_pb2_grpc
 
 from scheduler.policy.model import Autoscale
-from scheduler.pools.base import Pool, PoolStats, Rendered, RenderError, RenderHooks, Slot
+from scheduler.pools.base import (
+    Pool,
+    PoolStats,
+    Rendered,
+    RenderError,
+    RenderHooks,
+    Slot,
+    Superseded,
+)
 from scheduler.pools.stream import CHANNEL_OPTIONS, stream_render
 from scheduler.store.jobs import Job
 
@@ -238,6 +246,7 @@ class BurstPool(Pool):
 
     name = "burst"
     resumable = False
+    recallable = True
 
     def __init__(self, config: BurstConfig | None = None) -> None:
         self._config = config or BurstConfig()
@@ -309,9 +318,11 @@ class BurstPool(Pool):
             raise ContainerStartFailed(f"burst container {container.id}: {container.failure}")
 
     async def render(self, slot: Slot, job: Job, hooks: RenderHooks) -> Rendered:
-        """Streams the render from the slot's container. A container that died before
-        it began gives a retryable, uncharged `RenderError`; one that dies meanwhile, a
-        retryable one. `cold_start` says whether this input waited for a boot."""
+        """Streams the render from the slot's container, once `hooks.started` has
+        recorded the start (`Superseded` if the job was recalled first). A container that
+        died before it began gives a retryable, uncharged `RenderError`; one that dies
+        meanwhile, a retryable one. `cold_start` says whether this input waited for a
+        boot."""
         assert isinstance(slot, _BurstSlot) and slot.pool is self
         container = slot.container
         if container.phase is not _Phase.READY or container.stub is None:
@@ -320,6 +331,8 @@ class BurstPool(Pool):
                 retryable=True,
                 charge_attempt=False,
             )
+        if not await hooks.started():
+            raise Superseded(job.id)
         container.streams += 1
         container.no_streams.clear()
         try:
@@ -344,11 +357,13 @@ class BurstPool(Pool):
         return replace(rendered, info=replace(info, cold_start=slot.cold, boot_s=boot_s))
 
     async def stats(self) -> PoolStats:
-        """Containers up or starting; ready slots are serving containers x concurrency."""
+        """Containers up or starting; ready slots are serving containers x concurrency,
+        starting slots booting ones x concurrency."""
         snapshot = self.snapshot()
         return PoolStats(
             containers=snapshot.containers,
             ready_slots=snapshot.ready * snapshot.concurrency,
+            starting_slots=snapshot.starting * snapshot.concurrency,
         )
 
     def snapshot(self) -> BurstSnapshot:

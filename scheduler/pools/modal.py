@@ -467,7 +467,7 @@ class ModalPool(Pool):
         `num_total_runners`; only a container that finished its start offers ready
         slots. While inputs wait (`backlog`), no ready slot is free, or an input would
         be in it: the ready slots are the busy ones. Otherwise they are the busy ones
-        and the `input_headroom`."""
+        and the `input_headroom`. The containers' other slots are starting."""
         cache = self._stats
         concurrency = self._config.concurrency
         try:
@@ -475,11 +475,12 @@ class ModalPool(Pool):
                 self._renderer().render.get_current_stats.aio(), "stats request"
             )
             idle = 0 if current.backlog > 0 else max(0, current.input_headroom)
+            slots = current.num_total_runners * concurrency
+            ready = min(slots, current.num_running_inputs + idle)
             cache.value = PoolStats(
                 containers=current.num_total_runners,
-                ready_slots=min(
-                    current.num_total_runners * concurrency, current.num_running_inputs + idle
-                ),
+                ready_slots=ready,
+                starting_slots=slots - ready,
             )
         except Exception as exc:
             self._note_unreachable(exc)

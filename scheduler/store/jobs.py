@@ -121,6 +121,9 @@ class Job:
     """The in-house renderer the claim placed the job on; empty elsewhere."""
     deadline_ms: int = 0
     """When the job, still queued, fails with `expired` (Redis server ms); 0: never."""
+    render_started_ms: int = 0
+    """When this attempt's render started on its fleet, as the pool reported it before
+    the input reached a renderer (Redis server ms); 0: not yet (or not reported)."""
 
     @classmethod
     def from_hash(cls, h: Mapping[str, str]) -> Job:
@@ -165,6 +168,7 @@ class Job:
             queued_ms=int(h.get("queued_ms") or 0),
             endpoint=h.get("endpoint", ""),
             deadline_ms=int(h.get("deadline_ms") or 0),
+            render_started_ms=int(h.get("render_started_ms") or 0),
             output=output,
         )
 

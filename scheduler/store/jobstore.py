@@ -187,6 +187,8 @@ class JobStore:
                 "renew",
                 "release",
                 "set_call",
+                "start",
+                "recall",
                 "expire",
                 "deadline",
                 "cancel",
@@ -474,6 +476,24 @@ class JobStore:
     async def set_call(self, job: Job, call_id: str) -> bool:
         """Records the remote call rendering the job; False if the job moved on."""
         return bool(await self._run("set_call", [keys.job(job.id)], [job.lease, call_id]))
+
+    async def mark_started(self, job: Job) -> bool:
+        """Records that the job's render starts now (its input is about to reach a
+        renderer), which rules out a recall; False if the job moved on (a recall
+        included)."""
+        return bool(await self._run("start", [keys.job(job.id)], [job.lease]))
+
+    async def recall(self, job: Job, reason: str) -> bool:
+        """Takes the job back from its fleet and puts it in line again, uncharged, with
+        a `recalled` event carrying `reason`; False if it moved on or its render
+        started."""
+        return bool(
+            await self._run(
+                "recall",
+                [keys.job(job.id), keys.events(job.id)],
+                [job.id, keys.channel(job.id), self._maxlen, job.lease, reason],
+            )
+        )
 
     async def expire_deadlines(self, batch: int = 100) -> tuple[list[str], int | None]:
         """Fails queued jobs whose deadline has passed. Returns their ids and how many ms

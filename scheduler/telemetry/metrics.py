@@ -32,6 +32,7 @@ from prometheus_client.process_collector import ProcessCollector
 from scheduler.dispatch.fleet import ENDPOINT_STATES, Endpoint
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.model import Mode, Plan, Signal, SpillControl
+from scheduler.policy.recall import RecallReason
 from scheduler.pools.base import RenderInfo
 
 INHOUSE_POOL: Final = "inhouse"
@@ -200,6 +201,13 @@ class SchedulerMetrics:
             "spillway_webhook_delivery_seconds",
             "Time of one webhook delivery attempt, target check and POST.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self._recalled = Counter(
+            "spillway_jobs_recalled_total",
+            "Spilled jobs taken back before their render started, and placed again: "
+            "not_started_in_time or inhouse_sooner.",
+            ["pool", "reason"],
             registry=r,
         )
         self._shed = Counter(
@@ -443,6 +451,9 @@ class SchedulerMetrics:
         """One delivery attempt ended with `outcome`, one of `WEBHOOK_OUTCOMES`."""
         self._webhooks.labels(outcome).inc()
         self._webhook_seconds.observe(seconds)
+
+    def recalled(self, pool: str, reason: RecallReason) -> None:
+        self._recalled.labels(pool, reason.value).inc()
 
     def shed(self, reason: str, count: int = 1) -> None:
         """`count` jobs were shed: `queue_full` (refused at submit), `queue_timeout`, or

@@ -131,7 +131,7 @@ redis.call('HINCRBY', jk, 'attempt', 1)
 redis.call('HINCRBY', jk, 'lease', 1)
 redis.call('HSET', jk, 'status', 'in_progress', 'owner', ARGV[4], 'pool', pool,
   'started_ms', now, 'progress', 1, 'call_id', '', 'endpoint', endpoint,
-  'placement', ARGV[11])
+  'placement', ARGV[11], 'render_started_ms', 0)
 emit(ARGV[2] .. id, ARGV[3] .. id, ARGV[7],
   {type = 'dispatched', status = 'in_progress', progress = 1, t = now, pool = pool,
    reason = ARGV[11], endpoint = endpoint ~= '' and endpoint or nil})
