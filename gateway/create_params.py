@@ -22,7 +22,7 @@ from starlette.types import Message, Receive
 
 from gateway.errors import ApiError
 
-# spillway's extensions: OpenAI's API has no deadline, priority class or placement.
+# spillway's extensions: OpenAI's API has no deadline, priority class or in-house pin.
 _EXTENSIONS = frozenset({"deadline_seconds", "priority", "inhouse_only"})
 _FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference"}) | _EXTENSIONS
 _PRIORITY_CLASSES = {

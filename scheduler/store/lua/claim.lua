@@ -8,9 +8,9 @@
 --       budget is not split by tenant), the monthly budget, the sum of the weights
 -- Pops a queued job for the pool (interactive before batch; a spill takes no job kept
 -- in-house, no batch job unless they may spill, and no job of a tenant past its share
--- of a split budget), unless the pool already runs `cap`
--- jobs across all replicas (or, in-house, no usable endpoint has a free slot); leases it
--- to the owner, places it on the freest in-house endpoint, and marks it in progress.
+-- of a split budget), unless the pool already runs `cap` jobs across all replicas (or,
+-- in-house, no usable endpoint has a free slot); leases it to the owner, places it on
+-- the freest in-house endpoint, and marks it in progress.
 -- Returns the job's hash as a flat list, or false when there is none or no room.
 local pool = ARGV[6]
 local endpoint = ''
@@ -50,8 +50,8 @@ local function fits(jk)
 end
 
 -- The first job in a line (a sorted set of ids) that may go to this pool, looking past
--- at most `limit` passed over (they stay in line), so a claim's cost
--- stays flat; entries of jobs no longer queued are dropped on the way with `drop`.
+-- at most `limit` that may not (they stay in line), so a claim's cost stays flat;
+-- entries of jobs no longer queued are dropped on the way with `drop`.
 local function first_in(line, limit, drop)
   local passed = 0
   while passed < limit do

@@ -1,5 +1,5 @@
--- Shared by every script (prepended by scheduler/store.py, after the K_* key constants
--- it generates from scheduler/keys.py). Times come from the Redis server so that
+-- Shared by every script (prepended by scheduler/store/jobstore.py, after the K_* key
+-- constants it generates from scheduler/store/keys.py). Times come from the Redis server so that
 -- replicas with skewed clocks agree on leases and timestamps.
 
 local function now_ms()
