@@ -133,6 +133,7 @@ def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetS
         controls_set_by=status.controls_set_by,
         controls_set_at=timestamp(status.controls_set_at_ms),
         spent_usd=signal.spent_usd,
+        spent_usd_by_tenant=status.spent_by_tenant,
         budget_usd=config.budget_usd_month,
         budget_left_usd=plan.budget_left_usd,
         estimated_inhouse_render_ms=signal.estimates.inhouse_render_ms,

@@ -12,6 +12,8 @@ from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
 _MODES = {pb.SPILLOVER_MODE_NORMAL: "normal", pb.SPILLOVER_MODE_SPILL: "spill"}
+_TENANTS_SHOWN = 5
+"""The table names the biggest spenders; `--json` has them all."""
 
 
 async def fetch(address: str, api_key: str, timeout_s: float = 5.0) -> pb.GetSpilloverResponse:
@@ -60,6 +62,7 @@ def to_dict(s: pb.GetSpilloverResponse) -> dict[str, Any]:
             "spent_usd": round(s.spent_usd, 6),
             "budget_usd": s.budget_usd,
             "budget_left_usd": round(s.budget_left_usd, 6),
+            "by_tenant": {t: round(usd, 6) for t, usd in sorted(s.spent_usd_by_tenant.items())},
         },
         "estimates_ms": {
             "inhouse_render": s.estimated_inhouse_render_ms,
@@ -119,6 +122,10 @@ def to_table(s: pb.GetSpilloverResponse) -> str:
         f" (left ${spend['budget_left_usd']:.2f})"
         + ("" if s.spill_available else "   second fleet unavailable")
     )
+    if spenders := sorted(spend["by_tenant"].items(), key=lambda t: -t[1]):
+        shown = ", ".join(f"{tenant} ${usd:.4f}" for tenant, usd in spenders[:_TENANTS_SHOWN])
+        more = len(spenders) - _TENANTS_SHOWN
+        lines.append(f"  by tenant {shown}" + (f" and {more} more (--json)" if more > 0 else ""))
     est = d["estimates_ms"]
     lines.append(
         f"estimates in-house {est['inhouse_render'] / 1000:.1f} s, "

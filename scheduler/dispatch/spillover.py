@@ -73,6 +73,8 @@ class Status:
     dispatched_since_ms: int
     controls_set_by: str = ""
     controls_set_at_ms: int = 0
+    spent_by_tenant: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """This month's metered spend by tenant."""
 
 
 class Spillover:
@@ -298,7 +300,8 @@ class Spillover:
             pipe.hgetall(keys.DISPATCHED)
             pipe.xrevrange(keys.TRANSITIONS, count=20)
             pipe.hgetall(keys.AUTOSCALE)
-            dispatched, recent, applied = await pipe.execute()
+            pipe.hgetall(keys.tenant_spend(_month()))
+            dispatched, recent, applied, by_tenant = await pipe.execute()
         pools = [
             PoolView(
                 name=self._inhouse,
@@ -333,6 +336,7 @@ class Spillover:
             dispatched_since_ms=int(dispatched.get("since", 0)),
             controls_set_by=self.controls_set[0],
             controls_set_at_ms=self.controls_set[1],
+            spent_by_tenant={tenant: float(usd) for tenant, usd in by_tenant.items()},
         )
 
 
