@@ -17,7 +17,7 @@ from spillway.v1 import scheduler_pb2_grpc
 from scheduler.policy import Controls, Mode, PolicyState, Reason, Target, decide
 from scheduler.sim import parse_config, parse_trace, simulate
 from scheduler.sim.engine import Pool
-from scheduler.sim.report import summarize
+from scheduler.sim.report import summarize, to_table
 from scheduler.store import keys
 from scheduler.store.jobs import JobSpec, PriorityClass
 from scheduler.store.jobstore import JobStore
@@ -123,6 +123,9 @@ def test_the_simulator_keeps_batch_in_house_and_behind() -> None:
     summary = summarize(result)
     assert summary["batch"] == 40
     assert summary["latency_s"]["p99"] < summary["batch_latency_s"]["p99"]
+    header, row = to_table([summary]).splitlines()
+    assert header.split()[-3:] == ["batch", "p99", "s"]
+    assert float(row.split()[-1]) == summary["batch_latency_s"]["p99"]
 
 
 @pytest.mark.timeout(240)

@@ -83,9 +83,14 @@ _COLUMNS = (
 
 
 def to_table(summaries: Sequence[dict[str, Any]]) -> str:
-    rows = [[name for name, _ in _COLUMNS]]
+    """One row per policy; latencies are interactive jobs', and a trace with batch jobs
+    adds their p99 as a last column."""
+    batch = any("batch" in s for s in summaries)
+    columns = (*_COLUMNS, ("batch p99 s", ">")) if batch else _COLUMNS
+    rows = [[name for name, _ in columns]]
     for s in summaries:
         lat = s["latency_s"]
+        extra = [_fixed(s["batch_latency_s"]["p99"], 1)] if batch else []
         rows.append(
             [
                 s["policy"],
@@ -98,13 +103,14 @@ def to_table(summaries: Sequence[dict[str, Any]]) -> str:
                 _fixed(s["modal_gpu_s"], 1),
                 _fixed(s["modal_usd"], 2),
                 str(s["mode_changes"]),
+                *extra,
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = [
         "  ".join(
             f"{cell:{align}{width}}"
-            for cell, (_, align), width in zip(row, _COLUMNS, widths, strict=True)
+            for cell, (_, align), width in zip(row, columns, widths, strict=True)
         ).rstrip()
         for row in rows
     ]
