@@ -203,10 +203,13 @@ async def test_no_recall_once_the_container_opened_the_gate_or_when_it_fails(
     """A job on Modal past its recall limit stays there when its container opened the
     start gate first (its render started), or when the scheduler cannot write the gate
     (an error from Modal): it completes on Modal, once, never recalled."""
-    boot_s = 0.0 if gate == "opened by the container" else 2.0
+    boot_s = 0.0 if gate == "opened by the container" else 3.0
     with FakeModal(work_dir=tmp_path, boot_s=boot_s) as modal:
         if gate == "opened by the container":
             modal.hold()  # rendering, past the gate, until released
+        else:
+            # The first write is the recall's, due long before the container boots.
+            modal.fail_gate(modal.exception.InternalError("Dict update failed"))
         stub, channel, ids = await spill_one_beside_a_busy_slot(
             stack, modal, cold_start_s="0.5", margin_s="0"
         )
@@ -216,9 +219,6 @@ async def test_no_recall_once_the_container_opened_the_gate_or_when_it_fails(
                 assert len(modal.spawned) == 1
 
             await assert_eventually(spawned, within=30, interval=0.02)
-            if gate == "failing":
-                # Before its container boots: the scheduler's write is the next one.
-                modal.fail_gate(modal.exception.InternalError("Dict update failed"))
             key = modal.spawned[0].request["start_key"]
             gates = modal.Dict.from_name("spillway-starts")
             # The recall's write: refused, as the key exists, or failed.
