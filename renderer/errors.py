@@ -4,6 +4,7 @@ RendererError
 ├── InvalidRenderRequest  INVALID_ARGUMENT: the request can never succeed as sent
 ├── RendererBusy          RESOURCE_EXHAUSTED: every slot is rendering; retry elsewhere
 ├── RenderCancelled       CANCELLED: the caller went away, so the render stopped
+├── RenderRecalled        ABORTED: the scheduler took the job back before it started
 └── RenderFailed          INTERNAL: the engine, decoder or encoder broke its contract
 """
 
@@ -30,6 +31,13 @@ class RendererBusy(RendererError):
 
 class RenderCancelled(RendererError):
     status_code = grpc.StatusCode.CANCELLED
+
+
+class RenderRecalled(RendererError):
+    """A spilled input found its start gate closed (`renderer.start_gate`): the
+    scheduler recalled its job first, so it did no work."""
+
+    status_code = grpc.StatusCode.ABORTED
 
 
 class RenderFailed(RendererError):

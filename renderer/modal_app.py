@@ -55,7 +55,7 @@ from spillway.v1 import renderer_pb2
 
 from renderer import tracing
 from renderer.cpu import CpuFrameDecoder
-from renderer.errors import InvalidRenderRequest
+from renderer.errors import InvalidRenderRequest, RenderRecalled
 from renderer.modal_config import MODELS_DIR, ModalConfig
 from renderer.modal_kernels import precompile_kernels
 from renderer.pipeline import RenderSpec, render_to_file
@@ -67,6 +67,7 @@ from renderer.sglang_engine import (
     SglangTokenEngine,
 )
 from renderer.sglang_launch import Checkpoint, SglangLaunch, settle
+from renderer.start_gate import GateDict, may_start
 from renderer.telemetry import setup_tracing
 from renderer.validation import render_spec
 
@@ -188,6 +189,7 @@ class Renderer:
     _served: bool
     _ready_at: float
     _shutdown_tracing: Callable[[], None] | None
+    _gates: dict[str, GateDict]
 
     @modal.enter(snap=True)
     def boot(self) -> None:
@@ -227,6 +229,9 @@ class Renderer:
         self._server.resume_memory()
         self._restore_seconds = time.monotonic() - started
         self._ready_at = time.time()
+        # After the snapshot: a Dict handle hydrates on first use, over this
+        # container's own connection.
+        self._gates = {}
         self._restored = os.environ.get("MODAL_TASK_ID") != self._boot_task
         if self._restored:
             self._boot_seconds = 0.0
@@ -240,7 +245,11 @@ class Renderer:
         InvalidRenderRequest (not worth retrying) for a request that can never render,
         and EngineUnavailable (worth retrying elsewhere) when SGLang is gone. Cancelled,
         it stops this render at its next frame and returns once the render has let go
-        of its files."""
+        of its files. First, before any GPU work, it passes the request's start gate
+        (`renderer.start_gate`): RenderRecalled, at once, if the scheduler recalled the
+        job first."""
+        if not await self._may_start(request):
+            raise RenderRecalled(f"job {request.get('job_id')!s} was recalled before it started")
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         rendering = loop.run_in_executor(self._executor, self._render_traced, request, cancel)
@@ -269,6 +278,15 @@ class Renderer:
             "render_seconds": result.metadata.render_seconds,
             "bytes": result.metadata.bytes,
         }
+
+    async def _may_start(self, request: dict[str, Any]) -> bool:
+        name = request.get("start_dict") if isinstance(request, dict) else None
+        key = request.get("start_key") if isinstance(request, dict) else None
+        if not name or not key:
+            return True
+        if (gate := self._gates.get(str(name))) is None:
+            gate = self._gates[str(name)] = start_gate(str(name))
+        return await may_start(gate, str(key))
 
     def _render_traced(self, request: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
         carrier = request.get("trace_context") if isinstance(request, dict) else None
@@ -339,6 +357,13 @@ def commit_kernel_cache() -> None:
     commit it when the container exits. Outside a Modal container there is no Volume."""
     if not modal.is_local():
         cache_volume.commit()
+
+
+def start_gate(name: str) -> GateDict:
+    """The Dict holding the start gates, in the app's environment, as the scheduler
+    looks it up; whichever side uses it first creates it."""
+    gate: GateDict = modal.Dict.from_name(name, create_if_missing=True)
+    return gate
 
 
 def remote_spec(request: dict[str, Any]) -> RenderSpec:

@@ -30,6 +30,11 @@ class RemoteRequest:
     spawned_at: float = 0.0
     """Unix time the scheduler spawned the input (0: unknown). An input spawned before
     its container was ready waited for that container's boot or restore: a cold start."""
+    start_dict: str = ""
+    """The `modal.Dict` holding the start gates (`renderer.start_gate`); empty (a
+    request from a scheduler before the gate): render without one."""
+    start_key: str = ""
+    """This input's key in that Dict: the job id and the lease it was spawned under."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -48,6 +53,8 @@ class RemoteRequest:
             fps=int(d.get("fps") or 0),
             trace_context={str(k): str(v) for k, v in (d.get("trace_context") or {}).items()},
             spawned_at=float(d.get("spawned_at") or 0.0),
+            start_dict=str(d.get("start_dict") or ""),
+            start_key=str(d.get("start_key") or ""),
         )
 
 

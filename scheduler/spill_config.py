@@ -94,6 +94,11 @@ MODAL_RENDER_TIMEOUT_S = "SPILLWAY_MODAL_RENDER_TIMEOUT_S"
 """How long the scheduler waits for one Modal call before it cancels it and retries the
 job (charged): a container's start and a render, so at least the app's
 SPILLWAY_MODAL_STARTUP_TIMEOUT_S plus SPILLWAY_MODAL_TIMEOUT_S. Default 3600."""
+MODAL_START_DICT = "SPILLWAY_MODAL_START_DICT"
+"""Modal Dict, in the renderer's environment, that holds each spilled input's start
+gate: the container and a recall each write it once, and whichever writes first wins,
+so a job recalled from Modal never renders there. Created on first use; its entries
+expire after 7 days unused. Default spillway-starts."""
 AUTOSCALE_INTERVAL_S = "SPILLWAY_AUTOSCALE_INTERVAL_S"
 """How often the autoscaler-lease holder re-applies the fleet's settings. Default 15."""
 
@@ -116,6 +121,7 @@ class SpillConfig:
     modal_class: str
     modal_environment: str
     modal_render_timeout_s: float
+    modal_start_dict: str
     autoscale_interval_s: float
 
 
@@ -132,6 +138,7 @@ def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
         modal_class=get(env, MODAL_CLASS, "Renderer", _nonempty),
         modal_environment=get(env, MODAL_ENVIRONMENT, "prod", _modal_name),
         modal_render_timeout_s=get(env, MODAL_RENDER_TIMEOUT_S, "3600", float_at_least(1)),
+        modal_start_dict=get(env, MODAL_START_DICT, "spillway-starts", _modal_name),
         autoscale_interval_s=get(env, AUTOSCALE_INTERVAL_S, "15", float_at_least(0.1)),
     )
 

@@ -27,6 +27,12 @@ and behaving as modal 1.6.4 and its servers do, as far as their source says:
   are raised after `connection_delay_s` (about a minute for the real client; small
   here so that tests stay fast); `outage = True` makes every call fail so.
 
+- `Dict.from_name(name, environment_name=, create_if_missing=)` is the start gates'
+  Dict: `put.aio(key, value, skip_if_exists=True)` writes only a missing key and says
+  whether it wrote, as `_Dict.put` returns `DictUpdateResponse.created` (`dict.py`).
+  Every spawned input passes its request's gate (`renderer.start_gate.may_start`) once
+  placed on a ready container, before it renders, as the Modal app's `render` does.
+
 "Remote" renders really run the project's CPU renderer in worker threads and return
 `RemoteResult.to_dict()`, as the Modal app does. Calls live in the fake's own registry,
 so a new pool (a restarted scheduler) resumes one by id; being thread-based, the fake
@@ -35,9 +41,10 @@ serves any event loop. The first input to wait for a container's boot is cold.
 Faults are scripted, each for the next spawns or waits: `fail_spawns`, `fail_calls`
 (a FunctionTimeoutError or a crash), `corrupt_calls`, `fail_gets`, `stall_gets` (a
 hung connection), `fail_stats`, `expire`, `hold`/`release` (slow renders),
-`hold_spawns`/`release_spawns` (a spawn in flight), `deployed = False` (NotFoundError).
+`hold_spawns`/`release_spawns` (a spawn in flight), `deployed = False` (NotFoundError),
+and on the start gates `fail_gate`, `stall_gate` (whoever writes next).
 What the pool did is recorded: `spawned`, `cancels`, `autoscaler_updates`, `gets`,
-`stats_requests`.
+`stats_requests`, and each Dict's `puts`.
 """
 
 from __future__ import annotations
@@ -60,9 +67,10 @@ from modal.types import FunctionCurrentStats
 from spillway.v1 import renderer_pb2
 
 from renderer.cpu import CpuFrameDecoder, CpuTokenEngine
-from renderer.errors import RenderCancelled
+from renderer.errors import RenderCancelled, RenderRecalled
 from renderer.pipeline import render_to_file
 from renderer.remote import RemoteMetadata, RemoteRequest, RemoteResult
+from renderer.start_gate import may_start
 from renderer.validation import render_spec
 
 if TYPE_CHECKING:
@@ -94,6 +102,8 @@ class FakeCall:
     container_id: str = ""
     runs: int = 0
     """How many times it started: more than once when Modal rescheduled it."""
+    renders: int = 0
+    """How many times it passed its start gate and rendered."""
 
 
 @dataclass
@@ -134,6 +144,7 @@ class FakeModal:
     exception: ModuleType = field(default=modal.exception, init=False, repr=False)
     Cls: _ClsApi = field(init=False, repr=False)
     FunctionCall: _FunctionCallApi = field(init=False, repr=False)
+    Dict: _DictApi = field(init=False, repr=False)
 
     calls: dict[str, FakeCall] = field(default_factory=dict, init=False)
     spawned: list[FakeCall] = field(default_factory=list, init=False)
@@ -145,10 +156,15 @@ class FakeModal:
     spawns_in_flight: int = field(default=0, init=False)
     """Spawns not answered yet: held by `hold_spawns`, or failing slowly."""
     scaledown_window: int = field(default=300, init=False)
+    dicts: dict[str, FakeDict] = field(default_factory=dict, init=False)
+    """The Dicts looked up by name, created on first lookup."""
 
     def __post_init__(self) -> None:
         self.Cls = _ClsApi(self)
         self.FunctionCall = _FunctionCallApi(self)
+        self.Dict = _DictApi(self)
+        self._gate_errors: deque[BaseException] = deque()
+        self._gate_stalls = 0
         self._cond = threading.Condition()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix="fake-modal"
@@ -191,6 +207,14 @@ class FakeModal:
         """The next `count` waits never answer, as over a connection that hangs."""
         self._stalls += count
 
+    def fail_gate(self, *errors: BaseException) -> None:
+        """The next Dict writes (scheduler or container) raise these, one each."""
+        self._gate_errors.extend(errors)
+
+    def stall_gate(self, count: int = 1) -> None:
+        """The next `count` Dict writes never answer."""
+        self._gate_stalls += count
+
     def fail_stats(self, *errors: BaseException) -> None:
         self._stats_errors.extend(errors)
 
@@ -199,7 +223,7 @@ class FakeModal:
         self.calls[call_id].expired = True
 
     def hold(self) -> None:
-        """Renders started from now on wait (on their container) until `release`."""
+        """Renders started from now on (past their start gate) wait until `release`."""
         self._held = True
 
     def release(self) -> None:
@@ -442,6 +466,9 @@ class FakeModal:
                 self._finish(call)
                 raise modal.exception.RemoteError("")
             try:
+                # The gate comes first, as in the app: a held render has started.
+                if not self._may_start(call):
+                    raise RenderRecalled(f"job {call.request.get('job_id')} was recalled")
                 with self._cond:
                     self._cond.wait_for(
                         lambda: call.go.is_set() or call.stop.is_set() or self._closed
@@ -472,6 +499,18 @@ class FakeModal:
             self._finish(call)
             return result
 
+    def _may_start(self, call: FakeCall) -> bool:
+        """The app's start gate, run in this worker thread on a loop of its own."""
+        request = RemoteRequest.from_dict(call.request)
+        if not request.start_dict or not request.start_key:
+            return True
+        gate = self._dict(request.start_dict)
+        return asyncio.run(may_start(gate, request.start_key))
+
+    def _dict(self, name: str) -> FakeDict:
+        with self._cond:
+            return self.dicts.setdefault(name, FakeDict(self))
+
     def _release(self, container: _Container) -> None:
         with self._cond:
             container.busy -= 1
@@ -496,6 +535,7 @@ class FakeModal:
             ),
             self.default_fps,
         )
+        call.renders += 1
         path = Path(self._tmp.name) / f"{call.call_id}-{call.runs}.mp4"
         try:
             rendered = render_to_file(
@@ -691,6 +731,75 @@ class _DeprecatedUpdateAutoscaler:
                 "scaledown_window": given(scaledown_window),
             },
         )
+
+
+@dataclass(frozen=True)
+class _DictApi:
+    fake: FakeModal
+
+    def from_name(
+        self, name: str, /, *, environment_name: str | None = None, create_if_missing: bool = False
+    ) -> FakeDict:
+        del environment_name, create_if_missing  # one environment, and every Dict exists
+        return self.fake._dict(name)
+
+
+class FakeDict:
+    """A `modal.Dict`: what the start gates use, safe to call from any thread and loop."""
+
+    def __init__(self, fake: FakeModal) -> None:
+        self._fake = fake
+        self._lock = threading.Lock()
+        self.entries: dict[Any, Any] = {}
+        self.puts: list[tuple[Any, Any, bool | None]] = []
+        """(key, value, wrote) of every put, in order; wrote is None for one that
+        raised (`fail_gate`)."""
+
+    @property
+    def put(self) -> _DictPut:
+        return _DictPut(self)
+
+    @property
+    def get(self) -> _DictGet:
+        return _DictGet(self)
+
+    def _put(self, key: Any, value: Any, skip_if_exists: bool) -> bool:
+        with self._lock:
+            wrote = not (skip_if_exists and key in self.entries)
+            if wrote:
+                self.entries[key] = value
+            self.puts.append((key, value, wrote))
+            return wrote
+
+
+@dataclass(frozen=True)
+class _DictPut:
+    owner: FakeDict
+
+    async def aio(self, key: Any, value: Any, /, *, skip_if_exists: bool = False) -> bool:
+        fake = self.owner._fake
+        await fake._reach()
+        with fake._cond:
+            error = fake._gate_errors.popleft() if fake._gate_errors else None
+            stall = fake._gate_stalls > 0
+            fake._gate_stalls -= stall
+        if error is not None:
+            with self.owner._lock:
+                self.owner.puts.append((key, value, None))
+            await fake._raise(error)
+        if stall:
+            await asyncio.Event().wait()
+        return self.owner._put(key, value, skip_if_exists)
+
+
+@dataclass(frozen=True)
+class _DictGet:
+    owner: FakeDict
+
+    async def aio(self, key: Any, default: Any | None = None, /) -> Any:
+        await self.owner._fake._reach()
+        with self.owner._lock:
+            return self.owner.entries.get(key, default)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from renderer import modal_app
-from renderer.errors import InvalidRenderRequest
+from renderer.errors import InvalidRenderRequest, RenderRecalled
 from renderer.modal_app import remote_spec
 from renderer.modal_config import ModalConfig
 from renderer.modal_kernels import precompile_argv
@@ -47,6 +47,7 @@ from renderer.remote import RemoteMetadata, RemoteRequest, RemoteResult
 from renderer.server import DEFAULT_FPS
 from renderer.sglang_engine import SGLANG_VERSION, EngineUnavailable
 from renderer.sglang_launch import Checkpoint, SglangLaunch, settle
+from tests.fake_modal import FakeModal
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN_COMMAND = (sys.executable, str(REPO / "tests" / "sglang_standin.py"))
@@ -872,3 +873,26 @@ async def test_invalid_render_span_is_an_error_in_the_callers_trace(
     assert span.status.status_code is StatusCode.ERROR
     assert "width must be an even number" in (span.status.description or "")
     assert [event.name for event in span.events] == ["exception"]
+
+
+async def test_the_start_gate_decides_before_any_gpu_work(
+    ready: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input whose start gate the scheduler closed first is refused at once
+    (RenderRecalled) without a generate on SGLang; an open one renders and marks its
+    gate started, and so does a rerun of it, which finds its gate already started."""
+    with FakeModal() as fake:
+        monkeypatch.setattr(modal_app, "start_gate", fake.Dict.from_name)
+        gates = fake.Dict.from_name("gates")
+        assert await gates.put.aio("job-1:1", "recalled", skip_if_exists=True)
+        generates = ready.sglang_info()["generates"]
+
+        with pytest.raises(RenderRecalled):
+            await ready.render({**REQUEST.to_dict(), "start_dict": "gates", "start_key": "job-1:1"})
+        assert ready.sglang_info()["generates"] == generates
+        for _ in range(2):
+            request = {**REQUEST.to_dict(), "start_dict": "gates", "start_key": "job-1:2"}
+            assert probe_mp4(RemoteResult.from_dict(await ready.render(request)).mp4).frames == 8
+
+    assert gates.entries == {"job-1:1": "recalled", "job-1:2": "started"}
+    assert ready.sglang_info()["generates"] == generates + 2

@@ -120,3 +120,121 @@ async def test_job_cancelled_while_on_modal_cancels_the_call(
         jobs = await final_jobs(stub, ids)
         assert sum(j.status == pb.JOB_STATUS_CANCELLED for j in jobs) == 1
         assert sum(j.status == pb.JOB_STATUS_COMPLETED for j in jobs) == 3
+
+
+# One in-house slot, busy with a long job while a second one spills to Modal.
+RECALL_ENV = {
+    **MODAL_ENV,
+    "SPILLWAY_HIGH_WATERMARK": "1",
+    "SPILLWAY_EXIT_DWELL_S": "60",
+    "SPILLWAY_SPILL_MAX_CONTAINERS": "1",
+    "SPILLWAY_EST_INHOUSE_RENDER_S": "30",
+}
+
+
+async def spill_one_beside_a_busy_slot(
+    stack: Stack, modal: FakeModal, *, cold_start_s: str, margin_s: str
+) -> tuple[scheduler_pb2_grpc.SchedulerStub, grpc.aio.Channel, list[str]]:
+    """Starts a scheduler with one in-house slot, renders a long job there and spills a
+    second to Modal; returns the stub, its channel and the two job ids."""
+    renderer = await stack.start_renderer(slots=1)
+    scheduler = await stack.start_scheduler(
+        spill=modal_pool(modal, stack.tmp),
+        **{
+            **RECALL_ENV,
+            "SPILLWAY_INHOUSE_RENDERERS": f"{renderer.address}=1",
+            "SPILLWAY_EST_COLD_START_S": cold_start_s,
+            "SPILLWAY_RECALL_MARGIN_S": margin_s,
+        },
+    )
+    channel = grpc.aio.insecure_channel(scheduler.address)
+    stub = scheduler_pb2_grpc.SchedulerStub(channel)
+    request = pb.SubmitRenderRequest(prompt="a lighthouse in a storm", seconds=12, size="720x1280")
+    busy = (await stub.SubmitRender(request, metadata=AUTH)).job.id
+
+    async def rendering() -> None:
+        job = (await stub.GetJob(pb.GetJobRequest(id=busy), metadata=AUTH)).job
+        assert job.status == pb.JOB_STATUS_IN_PROGRESS and job.pool == "inhouse"
+
+    await assert_eventually(rendering, within=30)
+    (spilled,) = await submit_burst(stub, 1)
+    return stub, channel, [busy, spilled]
+
+
+async def events_of(stub: scheduler_pb2_grpc.SchedulerStub, job_id: str) -> list[pb.JobEvent]:
+    return [r.event async for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=AUTH)]
+
+
+async def test_a_recall_that_closes_the_gate_first_moves_the_job_and_modal_does_no_work(
+    stack: Stack, s3: S3Server, tmp_path: Path
+) -> None:
+    """A job on Modal whose container is still booting when an in-house slot frees is
+    recalled: the scheduler closes its start gate first, so the booted container does
+    no work for it, and the job completes once, in-house, with one object and its
+    attempt uncharged."""
+    with FakeModal(work_dir=tmp_path, boot_s=40) as modal:
+        stub, channel, ids = await spill_one_beside_a_busy_slot(
+            stack, modal, cold_start_s="20", margin_s="600"
+        )
+        async with channel:
+            jobs = await final_jobs(stub, ids)
+            assert [j.status for j in jobs] == [pb.JOB_STATUS_COMPLETED] * 2
+            events = await events_of(stub, ids[1])
+        (call,) = modal.spawned
+        gates = modal.dicts["spillway-starts"]
+        assert gates.entries == {call.request["start_key"]: "recalled"}
+        assert call.renders == 0 and call.call_id in [c for c, _ in modal.cancels]
+    moves = [(e.type, e.pool, e.reason) for e in events if e.type in ("dispatched", "recalled")]
+    assert moves == [
+        ("dispatched", "modal", "modal_faster"),
+        ("recalled", "modal", "inhouse_sooner"),
+        ("dispatched", "inhouse", "inhouse_slot_free"),
+    ]
+    assert [e.type for e in events].count("completed") == 1
+    objects = s3.client().list_objects_v2(Bucket=s3.bucket).get("Contents", [])
+    assert sorted(o["Key"] for o in objects) == sorted(j.output.key for j in jobs)
+    assert jobs[1].pool == "inhouse" and jobs[1].attempt == 1
+
+
+@pytest.mark.parametrize("gate", ["opened by the container", "failing"])
+async def test_no_recall_once_the_container_opened_the_gate_or_when_it_fails(
+    stack: Stack, s3: S3Server, tmp_path: Path, gate: str
+) -> None:
+    """A job on Modal past its recall limit stays there when its container opened the
+    start gate first (its render started), or when the scheduler cannot write the gate
+    (an error from Modal): it completes on Modal, once, never recalled."""
+    boot_s = 0.0 if gate == "opened by the container" else 3.0
+    with FakeModal(work_dir=tmp_path, boot_s=boot_s) as modal:
+        if gate == "opened by the container":
+            modal.hold()  # rendering, past the gate, until released
+        else:
+            # The first write is the recall's, due long before the container boots.
+            modal.fail_gate(modal.exception.InternalError("Dict update failed"))
+        stub, channel, ids = await spill_one_beside_a_busy_slot(
+            stack, modal, cold_start_s="0.5", margin_s="0"
+        )
+        async with channel:
+
+            async def spawned() -> None:
+                assert len(modal.spawned) == 1
+
+            await assert_eventually(spawned, within=30, interval=0.02)
+            key = modal.spawned[0].request["start_key"]
+            gates = modal.Dict.from_name("spillway-starts")
+            # The recall's write: refused, as the key exists, or failed.
+            outcome = False if gate == "opened by the container" else None
+
+            async def recall_refused() -> None:
+                tried = [p for p in gates.puts if p[:2] == (key, "recalled")]
+                assert tried == [(key, "recalled", outcome)]
+
+            await assert_eventually(recall_refused, within=30, interval=0.02)
+            modal.release()
+            jobs = await final_jobs(stub, ids)
+            events = await events_of(stub, ids[1])
+        assert gates.entries == {key: "started"}
+        assert modal.spawned[0].renders == 1
+    assert [j.status for j in jobs] == [pb.JOB_STATUS_COMPLETED] * 2
+    assert jobs[1].pool == "modal" and jobs[1].attempt == 1
+    types = [e.type for e in events]
+    assert "recalled" not in types and types.count("completed") == 1

@@ -878,3 +878,92 @@ def test_config_rejects_bad_values_naming_the_field() -> None:
         ModalPoolConfig(render_timeout_s=0)
     with pytest.raises(ValueError, match=r"concurrency must be >= 1, got 0"):
         ModalPoolConfig(concurrency=0)
+
+
+async def test_a_recall_that_closes_the_gate_first_means_the_input_does_no_work(
+    tmp_path: Path,
+) -> None:
+    """While its container boots, `claim_recall` writes the job's start gate first: the
+    booted container refuses the input at once, rendering nothing, and a pool still
+    waiting on the call gives the job back uncharged."""
+    with FakeModal(boot_s=0.5) as fake:
+        pool = make_pool(fake, tmp_path)
+        hooks = Hooks(fake)
+        job = make_job()
+        waiting = asyncio.create_task(render(pool, job, hooks))
+        await hooks.call_recorded.wait()
+
+        assert await pool.claim_recall(job)
+        with pytest.raises(RenderError) as caught:
+            await waiting
+
+    assert caught.value.retryable and not caught.value.charge_attempt
+    (call,) = fake.spawned
+    assert (call.runs, call.renders) == (1, 0)
+    assert fake.dicts["spillway-starts"].entries == {f"{job.id}:{job.lease}": "recalled"}
+
+
+async def test_a_render_that_opened_the_gate_first_is_not_recalled(
+    fake: FakeModal, tmp_path: Path
+) -> None:
+    """Once the container has written the start gate, `claim_recall` refuses, and the
+    render goes on to a valid MP4."""
+    fake.hold()
+    pool = make_pool(fake, tmp_path)
+    job = make_job()
+    waiting = asyncio.create_task(render(pool, job, Hooks(fake)))
+    key = f"{job.id}:{job.lease}"
+
+    gates = fake.Dict.from_name("spillway-starts")
+
+    async def started() -> None:
+        assert gates.entries == {key: "started"}
+
+    await assert_eventually(started, within=10, interval=0.01)
+    assert not await pool.claim_recall(job)
+    fake.release()
+
+    assert_valid_mp4(await waiting)
+    assert gates.puts[-1] == (key, "recalled", False)
+
+
+@pytest.mark.parametrize("trouble", ["error", "hang"])
+async def test_a_gate_that_fails_or_hangs_means_no_recall(tmp_path: Path, trouble: str) -> None:
+    """A start gate write that raises, or that does not answer within `gate_timeout_s`,
+    refuses the recall in bounded time, and counts as Modal unreachable: the input then
+    opens the gate and renders."""
+    with FakeModal(boot_s=0.3) as fake:
+        pool = make_pool(fake, tmp_path, gate_timeout_s=0.2)
+        hooks = Hooks(fake)
+        job = make_job()
+        waiting = asyncio.create_task(render(pool, job, hooks))
+        await hooks.call_recorded.wait()
+        if trouble == "error":
+            fake.fail_gate(modal.exception.InternalError("Dict update failed"))
+        else:
+            fake.stall_gate()
+
+        async with asyncio.timeout(1):
+            assert not await pool.claim_recall(job)
+        rendered = await waiting
+
+    assert_valid_mp4(rendered)
+    assert fake.dicts["spillway-starts"].entries == {f"{job.id}:{job.lease}": "started"}
+    assert not pool.available  # as after any call Modal failed to answer
+
+
+async def test_an_adopted_call_is_never_recalled(fake: FakeModal, tmp_path: Path) -> None:
+    """A call resumed by id was spawned under an earlier lease, whose gate this pool
+    does not hold: `claim_recall` refuses without asking Modal."""
+    pool = make_pool(fake, tmp_path)
+
+    assert not await pool.claim_recall(make_job(call_id="fc-adopted"))
+    assert fake.dicts == {}
+
+
+def test_a_request_without_a_gate_still_parses() -> None:
+    """A request from a scheduler before the start gate parses, with no gate."""
+    old = RemoteRequest(job_id="j", prompt="p", model="m", seconds=1, width=8, height=8).to_dict()
+    del old["start_dict"], old["start_key"]
+    parsed = RemoteRequest.from_dict(old)
+    assert (parsed.start_dict, parsed.start_key) == ("", "")

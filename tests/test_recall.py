@@ -1,6 +1,7 @@
 """Moving a spilled job that has not started: the pure rule (`scheduler.policy.recall`)
 and the store's fenced recall against a real redis-server. The whole path, through a
-scheduler and the local burst pool, is in tests/test_spillover_e2e.py."""
+scheduler and the local burst pool, is in tests/test_spillover_e2e.py; through the
+Modal pool and its start gate, in tests/test_modal_e2e.py."""
 
 from __future__ import annotations
 

@@ -62,7 +62,8 @@ class Attempt:
     """Why the policy sent it to this pool (or `adopted`)."""
     call_id: str = ""
     started: bool = False
-    """The pool reported the render's start (recorded on the job): no recall now."""
+    """The pool reported the render's start (recorded on the job), or refused a recall
+    (`Pool.claim_recall`): no recall now."""
     outcome: str = "interrupted"
     """How the attempt ended: completed, requeued, failed, cancelled, superseded, ..."""
     task: asyncio.Task[None] = field(init=False)

@@ -6,7 +6,8 @@ It blocks on Redis for work (a wake token that every submit, and every job that 
 capacity, leaves), never on a timer, except where the policy names a time at which its
 answer may change (a dwell ending, a job timing out, a spilled job not started by its
 recall limit). Each decision first recalls this replica's spilled jobs that have not
-started where `scheduler.policy.recall` says so. Two more timers: lease upkeep
+started where `scheduler.policy.recall` says so and the pool agrees
+(`Pool.claim_recall`: Modal's start gate). Two more timers: lease upkeep
 (renewing the leases of the jobs it runs, reclaiming or adopting jobs whose replica
 stopped renewing theirs), and the autoscaler reconcile loop, which only the replica
 holding the autoscaler lease runs.
@@ -248,8 +249,8 @@ class Dispatcher:
 
     async def _recall(self, signal: Signal, now_ms: int) -> None:
         """Takes back this replica's spilled jobs whose render has not started, where
-        the policy says so (`scheduler.policy.recall`): each goes back in line with a
-        `recalled` event, and its attempt stops."""
+        the policy says so (`scheduler.policy.recall`) and the pool agrees: each goes
+        back in line with a `recalled` event, and its attempt stops."""
         spill = self._spill
         self._next_recall_ms = None
         if spill is None or not spill.recallable:
@@ -266,8 +267,16 @@ class Dispatcher:
             config,
             now_ms,
         )
-        for recall in chosen:
+        # The pool has its say first (Modal's start gate), each bounded by the pool, all
+        # at once so that the decision waits for one of them at most.
+        claimed = await asyncio.gather(*(spill.claim_recall(waiting[r.job_id].job) for r in chosen))
+        for recall, ok in zip(chosen, claimed, strict=True):
             attempt = waiting.pop(recall.job_id)
+            if not ok:
+                # The render started, or the pool could not tell: asking again would only
+                # cost every later decision a call.
+                attempt.started = True
+                continue
             # Refused once the render's start is recorded: the start and the recall are
             # each one fenced script, so exactly one of them wins.
             if not await self._store.recall(attempt.job, recall.reason.value):

@@ -1,8 +1,9 @@
 """Which spilled jobs to take back from the second fleet: pure, like `decide`.
 
 Only a job whose render has not started may be recalled (the pool reports the start
-before its input reaches a renderer, and the store refuses a recall once it has). Such a
-job, longest waiting first, is recalled when
+before its input reaches a renderer, and the store refuses a recall once it has; or the
+pool settles it with the renderer, as Modal's start gate does, after this choice). Such
+a job, longest waiting first, is recalled when
 
 1. `not_started_in_time`: it has waited longer than the p99 cold start plus
    `recall_margin_ms` since it was placed: its container is failing to boot or restore;

@@ -147,9 +147,10 @@ class Pool(ABC):
     """Whether a render outlives this process (a Modal call): on shutdown such jobs are
     left running for another replica to adopt, rather than requeued."""
     recallable: bool = False
-    """Whether the pool reports each render's start (`RenderHooks.started`) before the
-    input reaches a renderer, so that a job not started yet may be recalled. A pool
-    that cannot see the start never has a job recalled."""
+    """Whether a job not started yet may be recalled: the pool reports each render's
+    start (`RenderHooks.started`) before the input reaches a renderer, or settles the
+    race with the renderer itself (`claim_recall`). A pool that can do neither never
+    has a job recalled."""
 
     @property
     def available(self) -> bool:
@@ -167,6 +168,13 @@ class Pool(ABC):
     async def render(self, slot: Slot, job: Job, hooks: RenderHooks) -> Rendered:
         """Renders the job into a local MP4 file that the caller owns and removes. A job
         with a `call_id` resumes that remote call instead of starting another."""
+
+    async def claim_recall(self, job: Job) -> bool:
+        """Called before a recall of a job that has not reported its start: False
+        keeps the job where it is, for good (its render started, or the pool could not
+        tell). Pools whose start the store alone fences (`RenderHooks.started`) agree."""
+        del job
+        return True
 
     async def cancel(self, job: Job, call_id: str) -> None:
         """Stops remote work for a job that was cancelled or deleted. Pools whose

@@ -21,6 +21,7 @@ def build_spill_pool(cfg: SchedulerConfig, tmp_dir: Path | None) -> Pool | None:
                 environment=spill.modal_environment,
                 concurrency=policy.concurrency,
                 render_timeout_s=spill.modal_render_timeout_s,
+                start_dict=spill.modal_start_dict,
                 tmp_dir=tmp_dir,
                 expected_render_s=policy.modal_render_ms / 1000,
             )

@@ -47,6 +47,12 @@ ConnectionError, so an outage shows first as calls that do not answer: a spawn, 
 or autoscaler call that takes longer than `call_timeout_s`, or a wait that hangs past
 its window, counts as Modal unreachable at once.
 
+Recall: each request carries a start gate (`renderer.start_gate`), a key in the
+`start_dict` Dict that the container writes before any GPU work; `claim_recall` writes
+it first or not at all, so a recalled input never renders and a started one is never
+recalled. An input that finds its gate closed raises RenderRecalled, which a pool still
+waiting on it (the recall did not go through) reads as retryable, not charged.
+
 Cancellation: `asyncio.CancelledError` always propagates. A cancelled `render` leaves a
 recorded call running (the dispatcher decides: another replica adopts it on shutdown,
 `cancel` stops it when the job is cancelled); a call spawned but not yet recorded is
@@ -72,8 +78,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TypeVar, cast
 
-from renderer.errors import InvalidRenderRequest, RendererBusy
+from renderer.errors import InvalidRenderRequest, RendererBusy, RenderRecalled
 from renderer.remote import RemoteRequest, RemoteResult
+from renderer.start_gate import RECALLED, GateDict, gate_key
 from scheduler.policy.model import Autoscale
 from scheduler.pools.base import (
     Pool,
@@ -195,14 +202,22 @@ class _FunctionCallApi(Protocol):
     def from_id(self, function_call_id: str, /) -> FunctionCallHandle: ...
 
 
+class _DictApi(Protocol):
+    def from_name(
+        self, name: str, /, *, environment_name: str | None = None, create_if_missing: bool = False
+    ) -> GateDict: ...
+
+
 class ModalSdk(Protocol):
-    """The parts of the `modal` module the pool uses: `Cls`, `FunctionCall`, and the
-    real `modal.exception` module."""
+    """The parts of the `modal` module the pool uses: `Cls`, `FunctionCall`, `Dict`
+    (the start gates), and the real `modal.exception` module."""
 
     @property
     def Cls(self) -> _ClsApi: ...
     @property
     def FunctionCall(self) -> _FunctionCallApi: ...
+    @property
+    def Dict(self) -> _DictApi: ...
     @property
     def exception(self) -> ModuleType: ...
 
@@ -265,13 +280,19 @@ class ModalPoolConfig:
     get_retry_min_s: float = 0.5
     get_retry_max_s: float = 30.0
     """Backoff bounds between waits after a transport error, doubling from the first."""
+    start_dict: str = "spillway-starts"
+    """The `modal.Dict` holding each input's start gate (`renderer.start_gate`), in
+    the app's environment."""
+    gate_timeout_s: float = 5.0
+    """How long a recall waits for the start gate: the dispatcher waits with it, and a
+    gate that does not answer in time leaves the job on Modal."""
     get_grace_s: float = 10.0
     """How long past its window one wait may hang (the SDK's connection attempts do not
     heed the window) before it is abandoned, Modal counted unreachable, and the same
     call waited on again."""
 
     def __post_init__(self) -> None:
-        for name in ("app_name", "class_name"):
+        for name in ("app_name", "class_name", "start_dict"):
             if not getattr(self, name):
                 raise ValueError(f"ModalPoolConfig.{name} must not be empty")
         if self.environment == "":
@@ -288,6 +309,7 @@ class ModalPoolConfig:
             "get_retry_min_s",
             "get_retry_max_s",
             "get_grace_s",
+            "gate_timeout_s",
         ):
             value = getattr(self, name)
             if not value > 0:
@@ -359,6 +381,7 @@ class _StatsCache:
 class ModalPool(Pool):
     name = "modal"
     resumable = True
+    recallable = True
 
     def __init__(
         self,
@@ -373,6 +396,7 @@ class ModalPool(Pool):
         self._clock = clock
         self._tmp_dir = config.tmp_dir or Path(tempfile.gettempdir())
         self._obj: RendererObj | None = None
+        self._gate: GateDict | None = None
         self._unavailable_until = float("-inf")
         self._stats = _StatsCache()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -410,6 +434,38 @@ class ModalPool(Pool):
     async def cancel(self, job: Job, call_id: str) -> None:
         call = self._sdk.FunctionCall.from_id(call_id)
         await self._cancel_call(call, call_id, f"job {job.id} was cancelled")
+
+    async def claim_recall(self, job: Job) -> bool:
+        """Closes the job's start gate (`renderer.start_gate`) before its container
+        opens it: True if this wrote `RECALLED` first, so the input will not render.
+        False, and the job stays on Modal, when the container started first, when the
+        gate fails or does not answer within `gate_timeout_s`, and for a call resumed
+        from an earlier lease (adopted), whose gate is that lease's."""
+        if job.call_id:
+            return False
+        key = gate_key(job.id, job.lease)
+        try:
+            wrote = await self._answered(
+                self._start_gate().put.aio(key, RECALLED, skip_if_exists=True),
+                "start gate write",
+                self._config.gate_timeout_s,
+            )
+        except Exception as exc:
+            self._note_unreachable(exc)
+            log.warning(
+                "job %s: could not close its start gate, so it stays on Modal: %r",
+                job.id,
+                exc,
+                extra=_fields(job),
+            )
+            return False
+        if not wrote:
+            log.info(
+                "job %s: its render started on Modal first; not recalled",
+                job.id,
+                extra=_fields(job),
+            )
+        return bool(wrote)
 
     async def set_autoscaler(self, settings: Autoscale) -> None:
         """Applies the settings (`apply_autoscaler`). A failure is logged, not raised:
@@ -518,6 +574,16 @@ class ModalPool(Pool):
             self._obj = cls()
         return self._obj
 
+    def _start_gate(self) -> GateDict:
+        """The Dict of start gates; like `from_name` for the class, lazy."""
+        if self._gate is None:
+            self._gate = self._sdk.Dict.from_name(
+                self._config.start_dict,
+                environment_name=self._config.environment,
+                create_if_missing=True,
+            )
+        return self._gate
+
     async def _spawn_once(self, job: Job) -> FunctionCallHandle:
         """Spawns the job's call. Should we be cancelled, or give up on an unanswered
         spawn, while it is in flight, the call it makes is cancelled: it was never
@@ -550,6 +616,8 @@ class ModalPool(Pool):
             # Wall time, compared with the container's: the scheduler's clock and Modal's
             # are NTP-synced, which is well within a boot's seconds.
             spawned_at=time.time(),
+            start_dict=self._config.start_dict,
+            start_key=gate_key(job.id, job.lease),
         ).to_dict()
         errors = self._errors
         try:
@@ -597,9 +665,10 @@ class ModalPool(Pool):
         except Exception as exc:
             log.warning("could not cancel Modal call %s (%s): %r", call_id, why, exc)
 
-    async def _answered(self, awaitable: Awaitable[T], what: str) -> T:
-        """`awaitable`, or Unanswered once `call_timeout_s` has passed without an answer."""
-        limit = self._config.call_timeout_s
+    async def _answered(self, awaitable: Awaitable[T], what: str, limit: float | None = None) -> T:
+        """`awaitable`, or Unanswered once `limit` (by default `call_timeout_s`) has
+        passed without an answer."""
+        limit = self._config.call_timeout_s if limit is None else limit
         timeout = asyncio.timeout(limit)
         try:
             async with timeout:
@@ -676,6 +745,10 @@ class ModalPool(Pool):
         what = f"Modal call {call_id}"
         if isinstance(exc, InvalidRenderRequest):
             return RenderError(str(exc), retryable=False, charge_attempt=False)
+        if isinstance(exc, RenderRecalled):
+            # Only when the recall itself did not go through (the job moved on, or Redis
+            # failed): the input did no work, so the job goes back in line uncharged.
+            return RenderError(f"{what}: {exc}", retryable=True, charge_attempt=False)
         if isinstance(exc, RendererBusy):
             return RenderError(
                 f"{what}: renderer busy: {exc}", retryable=True, charge_attempt=False
@@ -700,6 +773,7 @@ class ModalPool(Pool):
         if isinstance(exc, (*self._errors.unreachable, Unanswered)):
             self._unavailable_until = self._clock() + self._config.unavailable_backoff_s
             self._obj = None  # looked up afresh next time (after a deploy, say)
+            self._gate = None
             log.warning("Modal unavailable for %g s: %r", self._config.unavailable_backoff_s, exc)
 
     def _hold(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
