@@ -104,6 +104,22 @@ async def test_kill_switch_pause_and_cancel_on_a_real_stack(stack: Stack) -> Non
         after = await final_jobs(stub, await submit_burst(stub, 2))
         assert {j.status for j in after} == {pb.JOB_STATUS_COMPLETED}
 
+        # Every switch is in the history, newest first, with who made it.
+        code, out, _ = await admin(address, "status", "--json")
+        changes = [
+            {k: v for k, v in c.items() if k not in ("at", "by")}
+            for c in json.loads(out)["changes"]
+        ]
+        assert changes == [
+            {"spill": "auto"},
+            {"dispatch": "running"},
+            {"dispatch": "paused"},
+            {"spill": "off"},
+        ]
+        assert {c["by"] for c in json.loads(out)["changes"]} == {"operator of ops"}
+        code, out, _ = await admin(address, "status")
+        assert "changes, newest first:" in out and "spill auto" in out
+
         denied = admin_pb2_grpc.AdminStub(channel).SetControls(
             apb.SetControlsRequest(spill=apb.SPILL_CONTROL_OFF), metadata=AUTH
         )

@@ -134,6 +134,16 @@ def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetS
         controls_set_at=timestamp(status.controls_set_at_ms),
         spent_usd=signal.spent_usd,
         spent_usd_by_tenant=status.spent_by_tenant,
+        control_changes=[
+            pb.ControlChange(
+                time=timestamp(int(c["at_ms"])),
+                by=c["by"],
+                spill=c.get("spill", ""),
+                dispatch=c.get("dispatch", ""),
+                batch=c.get("batch", ""),
+            )
+            for c in status.control_changes
+        ],
         budget_usd=config.budget_usd_month,
         budget_left_usd=plan.budget_left_usd,
         estimated_inhouse_render_ms=signal.estimates.inhouse_render_ms,

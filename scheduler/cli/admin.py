@@ -1,7 +1,8 @@
 """`spillway admin`: operator controls over the scheduler's `Admin` gRPC service, with an
 operator key. They persist in Redis, so every replica's next decision follows them.
 
-    spillway admin status                  the controls, who set them, the mode
+    spillway admin status                  the controls, the latest changes (who, when,
+                                           what), the mode
     spillway admin spill off|auto|force    off: the kill switch (nothing new spills, the
                                            second fleet drains to zero); force: spill
                                            as in spill mode
@@ -99,16 +100,26 @@ async def _run(channel: grpc.aio.Channel, args: argparse.Namespace, metadata: An
         "set_by": status.controls_set_by or None,
         "set_at": status.controls_set_at.seconds if status.HasField("controls_set_at") else None,
     }
+    changes = [
+        {
+            "at": c.time.seconds,
+            "by": c.by,
+            **{k: v for k in ("spill", "dispatch", "batch") if (v := getattr(c, k))},
+        }
+        for c in status.control_changes
+    ]
     if args.json:
-        print(json.dumps(shown))
-    else:
-        print(
-            "\n".join(
-                f"{k:<14}{when(v) if k == 'set_at' else v}"
-                for k, v in shown.items()
-                if v is not None
-            )
-        )
+        print(json.dumps({**shown, "changes": changes}))
+        return OK
+    lines = [f"{k:<14}{when(v) if k == 'set_at' else v}" for k, v in shown.items() if v is not None]
+    if changes:
+        lines.append("changes, newest first:")
+        lines += [
+            f"  {when(c['at'])}  {c['by']}: "
+            + ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("at", "by"))
+            for c in changes
+        ]
+    print("\n".join(lines))
     return OK
 
 

@@ -42,6 +42,8 @@ from scheduler.store.jobstore import Observation, TenantBudgets, load_script
 log = logging.getLogger(__name__)
 
 _TRANSITIONS_KEPT = 1000
+_CONTROL_CHANGES_KEPT = 1000
+_CONTROL_CHANGES_SHOWN = 10
 _CAS_TRIES = 8
 
 
@@ -75,6 +77,9 @@ class Status:
     controls_set_at_ms: int = 0
     spent_by_tenant: Mapping[str, float] = dataclasses.field(default_factory=dict)
     """This month's metered spend by tenant."""
+    control_changes: tuple[Mapping[str, str], ...] = ()
+    """The latest operator control changes, newest first: `by`, `at_ms` and the
+    controls each set."""
 
 
 class Spillover:
@@ -230,7 +235,15 @@ class Spillover:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hset(keys.CONTROLS, mapping=fields)  # type: ignore[arg-type]
             pipe.hmget(keys.CONTROLS, ["spill", "dispatch", "batch"])
-            _, (now_spill, now_dispatch, now_batch) = await pipe.execute()
+            # The history, beside the current values: an incident's review asks who
+            # switched what, and when.
+            pipe.xadd(
+                keys.CONTROL_CHANGES,
+                {"d": json.dumps(fields, sort_keys=True)},
+                maxlen=_CONTROL_CHANGES_KEPT,
+                approximate=True,
+            )
+            _, (now_spill, now_dispatch, now_batch), _ = await pipe.execute()
         controls = Controls(
             spill=SpillControl(now_spill or SpillControl.AUTO),
             dispatch_paused=now_dispatch == "paused",
@@ -301,7 +314,8 @@ class Spillover:
             pipe.xrevrange(keys.TRANSITIONS, count=20)
             pipe.hgetall(keys.AUTOSCALE)
             pipe.hgetall(keys.tenant_spend(_month()))
-            dispatched, recent, applied, by_tenant = await pipe.execute()
+            pipe.xrevrange(keys.CONTROL_CHANGES, count=_CONTROL_CHANGES_SHOWN)
+            dispatched, recent, applied, by_tenant, control_changes = await pipe.execute()
         pools = [
             PoolView(
                 name=self._inhouse,
@@ -337,6 +351,7 @@ class Spillover:
             controls_set_by=self.controls_set[0],
             controls_set_at_ms=self.controls_set[1],
             spent_by_tenant={tenant: float(usd) for tenant, usd in by_tenant.items()},
+            control_changes=tuple(json.loads(f["d"]) for _, f in control_changes),
         )
 
 

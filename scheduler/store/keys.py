@@ -239,6 +239,10 @@ def tenant_queue(tenant: str) -> str:
 SUBMIT_BUCKET_PREFIX = f"{NAMESPACE}submits:"
 """Hash per tenant: its submit token bucket (`tokens`, `at` ms), while it has a rate."""
 
+CONTROL_CHANGES = f"{NAMESPACE}controls:changes"
+"""Capped stream of operator control changes, field `d` is JSON: who, when, and the
+controls that call set (`spill`, `dispatch`, `batch`)."""
+
 CONTROLS = f"{NAMESPACE}controls"
 """Hash: the operator controls (`spill`: auto, off or force; `dispatch`: running or
 paused; `batch`: inhouse or spill) and who set them when (`by`, `at_ms`); read with
