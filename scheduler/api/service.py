@@ -17,6 +17,7 @@ from spillway.v1 import scheduler_pb2_grpc
 from renderer.telemetry import current_trace_id
 from scheduler.api.auth import ApiKeys
 from scheduler.api.convert import (
+    PRIORITY_CLASS,
     event_to_proto,
     job_to_proto,
     output_to_proto,
@@ -323,11 +324,17 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             await context.abort_with_status(to_status(Unavailable("job store unavailable")))
 
 
+_CLASS_OF: dict[int, PriorityClass] = {
+    pb.PRIORITY_CLASS_UNSPECIFIED: PriorityClass.INTERACTIVE,
+    **{v: k for k, v in PRIORITY_CLASS.items()},
+}
+
+
 def _priority_class(value: int) -> PriorityClass:
-    if value == pb.PRIORITY_CLASS_BATCH:
-        return PriorityClass.BATCH
-    if value in (pb.PRIORITY_CLASS_UNSPECIFIED, pb.PRIORITY_CLASS_INTERACTIVE):
-        return PriorityClass.INTERACTIVE
-    raise InvalidArgument(
-        "priority_class", f"must be PRIORITY_CLASS_INTERACTIVE or PRIORITY_CLASS_BATCH, got {value}"
-    )
+    found = _CLASS_OF.get(value)
+    if found is None:
+        raise InvalidArgument(
+            "priority_class",
+            f"must be PRIORITY_CLASS_INTERACTIVE or PRIORITY_CLASS_BATCH, got {value}",
+        )
+    return found
