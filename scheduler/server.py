@@ -28,6 +28,7 @@ from scheduler.api.webhook_service import WebhookService
 from scheduler.config import SchedulerConfig
 from scheduler.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from scheduler.dispatch.fleet import Fleet, FleetMonitor
+from scheduler.dispatch.meter import SpendMeter
 from scheduler.dispatch.spillover import Spillover
 from scheduler.dispatch.webhook_delivery import Sender, WebhookDelivery
 from scheduler.pools.base import Pool
@@ -154,6 +155,17 @@ class SchedulerServer:
         if self._spill is None:
             self._spill = build_spill_pool(cfg, self._tmp_dir)
         spill_name = self._spill.name if self._spill else None
+        self.spend_meter = (
+            SpendMeter(
+                self.redis,
+                self._spill,
+                cfg.policy,
+                owner=cfg.replica_id,
+                interval_s=cfg.spill.meter_interval_s,
+            )
+            if self._spill
+            else None
+        )
         self.metrics = SchedulerMetrics(
             cfg.policy,
             pools=(self.pool.name, *((spill_name,) if spill_name else ())),
@@ -249,6 +261,8 @@ class SchedulerServer:
         await self.dispatcher.start()
         self.fleet_monitor.start()
         self.object_expiry.start()
+        if self.spend_meter:
+            self.spend_meter.start()
         self.webhook_delivery.start()
         self._ready: bool | None = None
         await self._set_ready(True)
@@ -290,6 +304,7 @@ class SchedulerServer:
             ("readiness check", cancel_and_wait(self._readiness)),
             ("fleet monitor", self.fleet_monitor.stop()),
             ("object expiry", self.object_expiry.stop()),
+            *([("spend meter", self.spend_meter.stop())] if self.spend_meter else []),
             ("dispatcher", self.dispatcher.stop()),
             ("webhook delivery", self.webhook_delivery.stop()),
             ("grpc server", self.server.stop(grace)),

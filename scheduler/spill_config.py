@@ -101,6 +101,10 @@ so a job recalled from Modal never renders there. Created on first use; its entr
 expire after 7 days unused. Default spillway-starts."""
 AUTOSCALE_INTERVAL_S = "SPILLWAY_AUTOSCALE_INTERVAL_S"
 """How often the autoscaler-lease holder re-applies the fleet's settings. Default 15."""
+METER_INTERVAL_S = "SPILLWAY_METER_INTERVAL_S"
+"""How often the meter-lease holder counts the second fleet's containers and charges
+their time to the month's spend; a container that starts or stops between two looks is
+metered from or to the middle of the span. Default 5."""
 
 _WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})=(\d+)$")
 _MODAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -123,6 +127,7 @@ class SpillConfig:
     modal_render_timeout_s: float
     modal_start_dict: str
     autoscale_interval_s: float
+    meter_interval_s: float
 
 
 def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
@@ -140,6 +145,7 @@ def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
         modal_render_timeout_s=get(env, MODAL_RENDER_TIMEOUT_S, "3600", float_at_least(1)),
         modal_start_dict=get(env, MODAL_START_DICT, "spillway-starts", _modal_name),
         autoscale_interval_s=get(env, AUTOSCALE_INTERVAL_S, "15", float_at_least(0.1)),
+        meter_interval_s=get(env, METER_INTERVAL_S, "5", float_at_least(0.1)),
     )
 
 

@@ -3,6 +3,8 @@ faked (tests/fake_modal.py): real Redis, S3, renderer and scheduler replicas."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import redis.asyncio as aredis
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
+from scheduler.dispatch.meter import decode
 from scheduler.pools.modal import ModalPool, ModalPoolConfig
 from scheduler.store import keys
 from tests.conftest import AUTH, S3Server, Stack, assert_eventually
@@ -31,6 +34,7 @@ MODAL_ENV = {
     "SPILLWAY_EST_SPILL_RENDER_S": "1",
     "SPILLWAY_EST_COLD_START_S": "0.5",
     "SPILLWAY_AUTOSCALE_INTERVAL_S": "0.5",
+    "SPILLWAY_METER_INTERVAL_S": "0.2",
 }
 
 
@@ -238,3 +242,38 @@ async def test_no_recall_once_the_container_opened_the_gate_or_when_it_fails(
     assert jobs[1].pool == "modal" and jobs[1].attempt == 1
     types = [e.type for e in events]
     assert "recalled" not in types and types.count("completed") == 1
+
+
+async def test_spilled_renders_charge_their_containers_from_boot_to_stop(
+    stack: Stack, s3: S3Server, modal: FakeModal, redis_url: str
+) -> None:
+    """A burst spills to Modal: the month's spend is what its containers cost while up,
+    each named by the renders it served, and it stops growing once they are gone."""
+    await stack.start_renderer(slots=1)
+    scheduler = await stack.start_scheduler(spill=modal_pool(modal, stack.tmp), **MODAL_ENV)
+    client = aredis.Redis.from_url(redis_url, decode_responses=True)
+    spend_key = keys.spend(time.strftime("%Y-%m", time.gmtime()))
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        jobs = await final_jobs(stub, await submit_burst(stub, 6))
+    assert [j.status for j in jobs] == [pb.JOB_STATUS_COMPLETED] * 6
+    served = {c.container_id for c in modal.spawned if c.state == "done" and c.renders}
+    assert served
+
+    async def named_and_charged() -> None:
+        tracker = decode(await client.get(keys.METER)).tracker
+        named = {cid for cid, _ in (*tracker.meter.live, *tracker.gone)}
+        assert served <= named
+        assert float(await client.get(spend_key) or 0) > 0
+
+    await assert_eventually(named_and_charged, within=10)
+    modal.scale_to_zero()
+
+    async def all_stopped() -> float:
+        assert decode(await client.get(keys.METER)).tracker.meter.live == ()
+        return float(await client.get(spend_key) or 0)
+
+    charged = await assert_eventually(all_stopped, within=10)
+    await asyncio.sleep(1.0)
+    assert float(await client.get(spend_key) or 0) == charged
+    await client.aclose()

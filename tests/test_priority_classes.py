@@ -167,9 +167,10 @@ async def test_batch_stays_in_line_until_an_operator_lets_it_spill(stack: Stack)
         assert (video["priority"], video["inhouse_only"]) == ("batch", False)
         status = await stub.GetSpillover(pb.GetSpilloverRequest(), metadata=OPERATOR_AUTH)
         assert (status.batch_queued, status.batch_control) == (4, "inhouse")
-        # The interactive jobs' spill is metered to their tenant.
+        # The interactive jobs' spill is billed, and their GPU time is their tenant's.
         assert status.spent_usd > 0
-        assert dict(status.spent_usd_by_tenant) == {"acme": pytest.approx(status.spent_usd)}
+        assert set(status.spent_usd_by_tenant) == {"acme"}
+        assert status.spent_usd_by_tenant["acme"] > 0
 
         assert (await admin(scheduler.address, "batch", "spill"))[0] == 0
         spilled = await final_jobs(stub, batch)

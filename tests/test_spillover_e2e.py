@@ -50,6 +50,7 @@ SPILL_ENV = {
     "SPILLWAY_EST_SPILL_RENDER_S": "1",
     "SPILLWAY_EST_COLD_START_S": "0.5",
     "SPILLWAY_AUTOSCALE_INTERVAL_S": "0.5",
+    "SPILLWAY_METER_INTERVAL_S": "0.2",
 }
 REQUEST = {"prompt": "a lighthouse in a storm", "seconds": 4, "size": "720x1280"}
 

@@ -62,6 +62,7 @@ DEV_SPILL_DEFAULTS = {
     "SPILLWAY_EST_SPILL_RENDER_S": "2",
     "SPILLWAY_EST_COLD_START_S": "1.5",
     "SPILLWAY_AUTOSCALE_INTERVAL_S": "2",
+    "SPILLWAY_METER_INTERVAL_S": "1",
     # Webhook receivers on a laptop are plain http on loopback.
     "SPILLWAY_WEBHOOK_ALLOW_LOCAL": "1",
 }

@@ -280,19 +280,22 @@ class Spillover:
 
     def observe(self, pool: str, info: RenderInfo, wall_s: float) -> Observation:
         """What a successful render feeds the estimates (its render time as the
-        scheduler saw it, its cold start) and, on the second fleet, meters against the
-        budget; `JobStore.rendered` stores it."""
+        scheduler saw it, its cold start) and, on the second fleet, the spend meter (its
+        container, which the meter bills from boot to stop) and the tenant's share of
+        the bill (its GPU time); `JobStore.rendered` stores it."""
         cold_s = info.boot_s + info.restore_s if info.cold_start else 0.0
+        spilled = pool == self._spill
+        used_ms = int((info.render_s + cold_s) * 1000)
         return Observation(
             pool=pool,
             # An input that joined a container partway through its boot waited less than
             # the whole boot: the render itself is the floor.
             render_ms=int(max(info.render_s, wall_s - cold_s) * 1000),
             cold_ms=int(cold_s * 1000) if info.cold_start else None,
-            usd=cost_usd(int((info.render_s + cold_s) * 1000), self.config)
-            if pool == self._spill
-            else 0.0,
+            usd=cost_usd(used_ms, self.config) if spilled else 0.0,
             month=_month(),
+            container_id=info.container_id if spilled else "",
+            container_ms=used_ms,
         )
 
     async def hold_autoscaler_lease(self, owner: str, ttl_s: float) -> bool:

@@ -12,11 +12,26 @@ models) compute the same bill the same way.
 Observations may repeat or arrive late: starting a container already metered keeps the
 earlier boot start, and stopping one not metered (already stopped, or never seen) changes
 nothing.
+
+Production sees less than the simulator: Modal tells no one when a container boots or
+stops. `Tracker` infers both from what it does see (`rendered`: a render's metadata names
+its container, its boot and its end; `counted`: the pool's stats count every container
+up, booting and buffer ones included; `unseen`: no count to be had) and keeps the same
+`Meter`. A container counted but not yet named by a render (booting, buffer,
+pre-warmed) is metered under a placeholder id until a render names it; each named
+container bills its scaledown tail after its latest render unless the count shows it
+kept longer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+PLACEHOLDER = "~"
+"""Ids of containers counted but not yet named by a render start with it."""
+_GONE_KEPT = 256
+"""Named containers remembered after their metered stop, should a render show one up after
+all."""
 
 
 @dataclass(frozen=True)
@@ -66,3 +81,109 @@ def scaledown_stop_ms(idle_since_ms: int, scaledown_window_s: int) -> int:
     """When Modal stops a container that has idled since `idle_since_ms`, unless
     `min_containers` or the buffer keep it: the end of the tail it bills for nothing."""
     return idle_since_ms + scaledown_window_s * 1000
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """What production knows of the second fleet's containers, and their bill so far."""
+
+    meter: Meter = Meter()
+    busy: tuple[tuple[str, int], ...] = ()
+    """(id, ms) of each live container: the end of its latest render seen, or when it
+    was first counted."""
+    gone: tuple[tuple[str, int], ...] = ()
+    """(id, metered stop ms) of the latest named containers stopped, oldest first."""
+    placeholders: int = 0
+    """Placeholder ids handed out so far."""
+    counted_ms: int | None = None
+    """When the pool's count was last taken; None before the first."""
+
+
+def rendered(t: Tracker, container_id: str, boot_start_ms: int, end_ms: int) -> Tracker:
+    """A render on `container_id` ended at `end_ms`; the container began to boot no later
+    than `boot_start_ms`. A container already counted under a placeholder takes its name
+    (keeping the earlier start); one metered as stopped is up again from its stop."""
+    live = dict(t.meter.live)
+    meter, gone = t.meter, t.gone
+    if container_id not in live:
+        stopped = dict(t.gone)
+        if container_id in stopped:
+            meter = start(meter, container_id, stopped.pop(container_id))
+            gone = tuple(stopped.items())
+        elif (held := _oldest_placeholder(t)) is not None:
+            meter = _rename(meter, held, container_id, min(live[held], boot_start_ms))
+        else:
+            meter = start(meter, container_id, boot_start_ms)
+    ends = dict(t.busy)
+    ends[container_id] = max(end_ms, ends.get(container_id, end_ms))
+    return replace(t, meter=meter, busy=_in_order(meter, ends), gone=gone)
+
+
+def counted(t: Tracker, containers: int, now_ms: int, scaledown_window_s: int) -> Tracker:
+    """The pool counts `containers` up or starting at `now_ms`. Containers come and go
+    between two counts: new ones are metered from the middle of that span, and as many
+    of the metered ones stop as are missing: first those whose scaledown tail has run
+    out (at its end, or at the last count if they were seen since), then placeholders,
+    newest first, then the longest idle; all but the first at the middle of the span."""
+    since = now_ms if t.counted_ms is None else min(t.counted_ms, now_ms)
+    midpoint = (since + now_ms) // 2
+    excess = len(t.meter.live) - containers
+    if excess < 0:
+        meter, ends, n = t.meter, dict(t.busy), t.placeholders
+        for _ in range(-excess):
+            cid = f"{PLACEHOLDER}{n}"
+            n += 1
+            meter = start(meter, cid, midpoint)
+            ends[cid] = midpoint
+        t = replace(t, meter=meter, busy=_in_order(meter, ends), placeholders=n)
+    elif excess > 0:
+        tail_ms = scaledown_window_s * 1000
+        ends = dict(t.busy)
+
+        def order(cid: str) -> tuple[int, int]:
+            if not cid.startswith(PLACEHOLDER) and ends[cid] + tail_ms <= now_ms:
+                return (0, ends[cid])
+            if cid.startswith(PLACEHOLDER):
+                return (1, -ends[cid])
+            return (2, ends[cid])
+
+        for cid in sorted(ends, key=order)[:excess]:
+            run_out = order(cid)[0] == 0
+            t = _stop(t, cid, max(ends[cid] + tail_ms, since) if run_out else midpoint)
+    return replace(t, counted_ms=now_ms)
+
+
+def unseen(t: Tracker, now_ms: int, scaledown_window_s: int) -> Tracker:
+    """No count to be had (the pool is unreachable): each container whose scaledown tail
+    has run out by `now_ms` is metered as stopped at its end, as Modal would stop it
+    unless its buffer or minimum keeps it (a later count meters such a one again)."""
+    tail_ms = scaledown_window_s * 1000
+    for cid, end_ms in t.busy:
+        if end_ms + tail_ms <= now_ms:
+            t = _stop(t, cid, end_ms + tail_ms)
+    return t
+
+
+def _stop(t: Tracker, container_id: str, stop_ms: int) -> Tracker:
+    boot_ms = dict(t.meter.live)[container_id]
+    meter = stop(t.meter, container_id, max(stop_ms, boot_ms))
+    busy = tuple((cid, ms) for cid, ms in t.busy if cid != container_id)
+    gone = t.gone
+    if not container_id.startswith(PLACEHOLDER):
+        kept = [(cid, ms) for cid, ms in t.gone if cid != container_id]
+        gone = (*kept, (container_id, max(stop_ms, boot_ms)))[-_GONE_KEPT:]
+    return replace(t, meter=meter, busy=busy, gone=gone)
+
+
+def _oldest_placeholder(t: Tracker) -> str | None:
+    return next((cid for cid, _ in t.meter.live if cid.startswith(PLACEHOLDER)), None)
+
+
+def _rename(meter: Meter, old: str, new: str, boot_start_ms: int) -> Meter:
+    live = tuple((new, boot_start_ms) if cid == old else (cid, ms) for cid, ms in meter.live)
+    return replace(meter, live=live)
+
+
+def _in_order(meter: Meter, ends: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """`ends` for the live containers, in the meter's order."""
+    return tuple((cid, ends[cid]) for cid, _ in meter.live if cid in ends)

@@ -103,9 +103,13 @@ class Observation:
     cold_ms: int | None
     """The boot or restore its input waited for; None when it found a container up."""
     usd: float
-    """Its GPU time on the second fleet; 0 in-house."""
+    """Its GPU time on the second fleet, the tenant's share of the bill; 0 in-house."""
     month: str
-    """The calendar month (UTC, `YYYY-MM`) it is metered in."""
+    """The calendar month (UTC, `YYYY-MM`) the tenant's share counts in."""
+    container_id: str = ""
+    """Its container on the second fleet, for the spend meter; "" in-house."""
+    container_ms: int = 0
+    """How long before the render's end that container began to boot, at the latest."""
 
 
 @dataclass(frozen=True)
@@ -349,8 +353,9 @@ class JobStore:
         )
 
     async def rendered(self, job: Job, observed: Observation, progress: int) -> bool:
-        """The attempt's render succeeded: records `observed` (samples and spend, once per
-        lease) and, if the lease still holds the job, marks it uploading at `progress`.
+        """The attempt's render succeeded: records `observed` (samples, the container for
+        the spend meter and the tenant's share, once per lease) and, if the lease still
+        holds the job, marks it uploading at `progress`.
         One round trip; safe to retry. False when the job moved on."""
         return bool(
             await self._run(
@@ -360,7 +365,7 @@ class JobStore:
                     keys.events(job.id),
                     keys.samples(observed.pool, "render"),
                     keys.samples(observed.pool, "cold"),
-                    keys.spend(observed.month),
+                    keys.METER_RENDERS,
                     keys.tenant_spend(observed.month),
                 ],
                 [
@@ -374,6 +379,9 @@ class JobStore:
                     observed.usd,
                     job.tenant,
                     keys.SPEND_KEPT_S,
+                    observed.container_id,
+                    observed.container_ms,
+                    keys.METER_RENDERS_KEPT,
                 ],
             )
         )

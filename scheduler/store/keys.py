@@ -138,6 +138,21 @@ SPEND_KEPT_S = 40 * 86_400
 """How long a month's spend keys outlive their last write: past the month's end."""
 
 
+METER = f"{NAMESPACE}meter"
+"""String: the spend meter's state (`scheduler.dispatch.meter`), JSON: the second fleet's
+containers as metered, the container-ms charged to `spend` so far, and how far it has
+read `METER_RENDERS`."""
+
+METER_RENDERS = f"{NAMESPACE}meter:renders"
+"""Stream, capped: one entry per render on the second fleet (`c` container id, `b` its
+boot start ms, `e` the render's end ms, Redis time), which the spend meter reads."""
+
+METER_RENDERS_KEPT = 10_000
+
+METER_LEASE = f"{NAMESPACE}meter:lease"
+"""String: the replica that meters the second fleet's bill, with a TTL it renews."""
+
+
 def tenant_spend(month: str) -> str:
     """Hash: tenant -> USD of `spend(month)` its jobs were metered, which the spill claim
     checks against the tenant's share when the budget is split by weight."""

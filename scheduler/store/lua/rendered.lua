@@ -1,11 +1,13 @@
--- KEYS: job, events, render samples, cold-start samples, the month's spend, the month's
---       spend by tenant
+-- KEYS: job, events, render samples, cold-start samples, the second fleet's renders (for
+--       the spend meter), the month's spend by tenant
 -- ARGV: channel, events maxlen, lease, progress, render ms, cold start ms (-1: warm),
---       samples kept, USD (0: nothing to meter), tenant, spend TTL s
--- A render of this lease succeeded. Records its samples and meters its GPU time, once
--- per lease however often this is retried, and even when the job has moved on (the GPU
--- time was spent); then marks the job uploading if this lease still holds it. One round
--- trip for what the policy learns and what the caller sees. Returns 1, or 0 when stale.
+--       samples kept, USD (0: nothing to meter), tenant, spend TTL s, container id (''
+--       in-house), ms from its boot start to now, renders kept
+-- A render of this lease succeeded. Records its samples, its container for the spend
+-- meter and the tenant's share of the GPU time, once per lease however often this is
+-- retried, and even when the job has moved on (the GPU time was spent); then marks the
+-- job uploading if this lease still holds it. One round trip for what the policy learns
+-- and what the caller sees. Returns 1, or 0 when stale.
 local cur = redis.call('HMGET', KEYS[1], 'status', 'lease', 'observed')
 if cur[3] ~= ARGV[3] then
   local kept = tonumber(ARGV[7]) - 1
@@ -15,9 +17,12 @@ if cur[3] ~= ARGV[3] then
     redis.call('LPUSH', KEYS[4], ARGV[6])
     redis.call('LTRIM', KEYS[4], 0, kept)
   end
+  if ARGV[11] ~= '' then
+    local now = now_ms()
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*',
+      'c', ARGV[11], 'b', now - tonumber(ARGV[12]), 'e', now)
+  end
   if tonumber(ARGV[8]) > 0 then
-    redis.call('INCRBYFLOAT', KEYS[5], ARGV[8])
-    redis.call('EXPIRE', KEYS[5], ARGV[10])
     redis.call('HINCRBYFLOAT', KEYS[6], ARGV[9], ARGV[8])
     redis.call('EXPIRE', KEYS[6], ARGV[10])
   end

@@ -1,0 +1,130 @@
+"""The spend meter in production (`scheduler.dispatch.meter`): real Redis, the real Modal
+pool over the fake SDK (tests/fake_modal.py). What it charges is bracketed by Redis's
+clock read around each look, so the checks hold however slow the machine is."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aredis
+
+from scheduler.dispatch.meter import SpendMeter, decode
+from scheduler.policy import Autoscale, PolicyConfig
+from scheduler.pools.modal import ModalPool, ModalPoolConfig
+from scheduler.store import keys
+from tests.fake_modal import FakeModal
+
+# $1 a container-second, so the spend reads as container-seconds.
+CONFIG = dataclasses.replace(PolicyConfig(), gpu_usd_per_s=1.0)
+
+
+@pytest.fixture
+def modal(tmp_path: Path) -> Iterator[FakeModal]:
+    with FakeModal(work_dir=tmp_path) as fake:
+        yield fake
+
+
+def spend_key() -> str:
+    return keys.spend(time.strftime("%Y-%m", time.gmtime()))
+
+
+async def redis_now_ms(client: aredis.Redis) -> int:
+    sec, usec = await client.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+async def look(client: aredis.Redis, meter: SpendMeter, pool: ModalPool) -> tuple[int, int]:
+    """One look of the meter on fresh stats; Redis's clock just before and after it."""
+    await pool.refresh_stats()
+    before = await redis_now_ms(client)
+    await meter.meter_once()
+    return before, await redis_now_ms(client)
+
+
+async def spent(client: aredis.Redis) -> float:
+    return float(await client.get(spend_key()) or 0.0)
+
+
+def make_meter(client: aredis.Redis, pool: ModalPool, owner: str) -> SpendMeter:
+    return SpendMeter(client, pool, CONFIG, owner=owner, interval_s=5.0)
+
+
+async def test_prewarmed_containers_that_serve_nothing_are_charged_until_they_stop(
+    redis_client: aredis.Redis, modal: FakeModal, tmp_path: Path
+) -> None:
+    """Two pre-warmed containers idle and never render: the month's spend grows with
+    their time all the same, and stops growing once they are gone."""
+    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
+    meter = make_meter(redis_client, pool, "replica-a")
+    await redis_client.set(keys.METER_LEASE, "replica-a")
+    await pool.apply_autoscaler(Autoscale(2, 0, 4, 60))
+    assert len(modal.containers()) == 2
+    first = await look(redis_client, meter, pool)
+    await asyncio.sleep(1.0)
+    second = await look(redis_client, meter, pool)
+    assert await spent(redis_client) > 0
+    await pool.apply_autoscaler(Autoscale(0, 0, 4, 60))
+    modal.scale_to_zero()
+    third = await look(redis_client, meter, pool)
+    # Both from the first look to the middle of the last two.
+    low = 2 * ((second[0] + third[0]) / 2 - first[1])
+    high = 2 * ((second[1] + third[1]) / 2 - first[0])
+    charged = await spent(redis_client) * 1000
+    assert low - 2 <= charged <= high + 2
+    await look(redis_client, meter, pool)
+    assert await spent(redis_client) * 1000 == pytest.approx(charged)
+    state = decode(await redis_client.get(keys.METER))
+    assert state.tracker.meter.live == ()
+
+
+async def test_only_the_lease_holder_charges_and_its_successor_goes_on_from_its_state(
+    redis_client: aredis.Redis, modal: FakeModal, tmp_path: Path
+) -> None:
+    """A replica that does not hold the meter's lease charges nothing. When the lease
+    moves, the next holder charges from where the last one stopped: one container up
+    the whole time is charged once, not once per replica."""
+    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
+    a = make_meter(redis_client, pool, "replica-a")
+    b = make_meter(redis_client, pool, "replica-b")
+    await pool.apply_autoscaler(Autoscale(1, 0, 4, 60))
+    await redis_client.set(keys.METER_LEASE, "replica-a")
+    first = await look(redis_client, a, pool)
+    await asyncio.sleep(0.5)
+    await look(redis_client, b, pool)
+    assert await spent(redis_client) == 0.0
+    await look(redis_client, a, pool)
+    await redis_client.set(keys.METER_LEASE, "replica-b")
+    await asyncio.sleep(0.5)
+    last = await look(redis_client, b, pool)
+    charged = await spent(redis_client) * 1000
+    assert last[0] - first[1] - 2 <= charged <= last[1] - first[0] + 2
+
+
+async def test_a_render_names_its_container_and_a_meter_without_counts_stops_it_after_its_tail(
+    redis_client: aredis.Redis, modal: FakeModal, tmp_path: Path
+) -> None:
+    """Modal unreachable (stats fail): the meter still charges the container a render
+    named, from its boot to the end of its scaledown window after the render."""
+    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path, unavailable_backoff_s=60), sdk=modal)
+    meter = make_meter(redis_client, pool, "replica-a")
+    await redis_client.set(keys.METER_LEASE, "replica-a")
+    await redis_client.hset(keys.AUTOSCALE, "scaledown_window_s", "2")
+    end = await redis_now_ms(redis_client)
+    await redis_client.xadd(keys.METER_RENDERS, {"c": "ta-x", "b": end - 3000, "e": end})
+    modal.fail_stats(modal.exception.ConnectionError("down"))
+    await pool.refresh_stats()
+    assert not pool.available
+    await meter.meter_once()
+    assert dict(decode(await redis_client.get(keys.METER)).tracker.meter.live) == {
+        "ta-x": end - 3000
+    }
+    await asyncio.sleep(2.2)
+    await meter.meter_once()
+    state = decode(await redis_client.get(keys.METER))
+    assert state.tracker.meter.live == () and state.tracker.gone == (("ta-x", end + 2000),)
+    assert await spent(redis_client) == pytest.approx(5.0)
