@@ -154,9 +154,7 @@ def test_a_render_on_a_container_metered_as_stopped_bills_it_again_from_its_stop
 
 @settings(max_examples=200, deadline=None)
 @given(
-    spans=st.lists(
-        st.tuples(st.integers(0, 600), st.integers(1, 600)), min_size=1, max_size=12
-    ),
+    spans=st.lists(st.tuples(st.integers(0, 600), st.integers(1, 600)), min_size=1, max_size=12),
     every_s=st.integers(1, 30),
 )
 def test_counts_alone_bill_within_one_count_interval_per_container(
