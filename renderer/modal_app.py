@@ -56,7 +56,7 @@ from spillway.v1 import renderer_pb2
 from renderer import tracing
 from renderer.cpu import CpuFrameDecoder
 from renderer.errors import InvalidRenderRequest, RenderRecalled
-from renderer.modal_config import MODELS_DIR, ModalConfig
+from renderer.modal_config import BILLING_TAG, MODELS_DIR, ModalConfig
 from renderer.modal_kernels import precompile_kernels
 from renderer.pipeline import RenderSpec, render_to_file
 from renderer.remote import RemoteMetadata, RemoteRequest, RemoteResult
@@ -149,7 +149,7 @@ image = (
     .add_local_python_source("renderer", "spillway")
 )
 otel_secrets = [modal.Secret.from_name(CONFIG.otel_secret)] if CONFIG.otel_secret else []
-app = modal.App(CONFIG.app, image=image)
+app = modal.App(CONFIG.app, image=image, tags={BILLING_TAG: CONFIG.app})
 
 
 @app.cls(

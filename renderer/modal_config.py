@@ -17,6 +17,9 @@ from typing import TypeVar
 
 ENV_APP = "SPILLWAY_MODAL_APP"
 """Name of the deployed Modal app, which the scheduler looks the class up in."""
+BILLING_TAG = "spillway"
+"""The tag the app carries, its value the app's name: Modal's billing report attributes
+cost to the app with its tags, and the scheduler's spend meter picks its rows by it."""
 ENV_GPU = "SPILLWAY_MODAL_GPU"
 """The one GPU type containers (and the kernel precompile) run on: FP8-capable, and
 pinned, so that every container restores the same snapshot and kernels."""

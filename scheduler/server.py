@@ -162,6 +162,7 @@ class SchedulerServer:
                 cfg.policy,
                 owner=cfg.replica_id,
                 interval_s=cfg.spill.meter_interval_s,
+                bill_check_s=cfg.spill.modal_bill_check_s,
             )
             if self._spill
             else None

@@ -105,6 +105,10 @@ METER_INTERVAL_S = "SPILLWAY_METER_INTERVAL_S"
 """How often the meter-lease holder counts the second fleet's containers and charges
 their time to the month's spend; a container that starts or stops between two looks is
 metered from or to the middle of the span. Default 5."""
+MODAL_BILL_CHECK_S = "SPILLWAY_MODAL_BILL_CHECK_S"
+"""How often the meter-lease holder reads Modal's billing report for the month's whole
+hours, adding to the month's spend what it says beyond the meter; 0 never. Default
+3600."""
 
 _WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})=(\d+)$")
 _MODAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -128,6 +132,7 @@ class SpillConfig:
     modal_start_dict: str
     autoscale_interval_s: float
     meter_interval_s: float
+    modal_bill_check_s: float
 
 
 def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
@@ -146,6 +151,7 @@ def spill_from_env(env: Mapping[str, str]) -> SpillConfig:
         modal_start_dict=get(env, MODAL_START_DICT, "spillway-starts", _modal_name),
         autoscale_interval_s=get(env, AUTOSCALE_INTERVAL_S, "15", float_at_least(0.1)),
         meter_interval_s=get(env, METER_INTERVAL_S, "5", float_at_least(0.1)),
+        modal_bill_check_s=get(env, MODAL_BILL_CHECK_S, "3600", float_at_least(0)),
     )
 
 

@@ -27,6 +27,11 @@ and behaving as modal 1.6.4 and its servers do, as far as their source says:
   are raised after `connection_delay_s` (about a minute for the real client; small
   here so that tests stay fast); `outage = True` makes every call fail so.
 
+- `Environment.from_name(name)` / `.from_context()` `.billing.report.aio(start=, end=,
+  resolution=, tag_names=)` lists the costs scripted with `bill`, one row per object
+  and interval, for whole intervals from `start` (rounded down to its hour) up to
+  `end`, with the tags asked for (`_environments.py`,
+  `_EnvironmentBillingManager.report`).
 - `Dict.from_name(name, environment_name=, create_if_missing=)` is the start gates'
   Dict: `put.aio(key, value, skip_if_exists=True)` writes only a missing key and says
   whether it wrote, as `_Dict.put` returns `DictUpdateResponse.created` (`dict.py`).
@@ -52,18 +57,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import tempfile
 import threading
 import uuid
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import modal.exception
-from modal.types import FunctionCurrentStats
+from modal.types import BillingReportItem, FunctionCurrentStats
 from spillway.v1 import renderer_pb2
 
 from renderer.cpu import CpuFrameDecoder, CpuTokenEngine
@@ -145,6 +153,7 @@ class FakeModal:
     Cls: _ClsApi = field(init=False, repr=False)
     FunctionCall: _FunctionCallApi = field(init=False, repr=False)
     Dict: _DictApi = field(init=False, repr=False)
+    Environment: _EnvironmentApi = field(init=False, repr=False)
 
     calls: dict[str, FakeCall] = field(default_factory=dict, init=False)
     spawned: list[FakeCall] = field(default_factory=list, init=False)
@@ -163,6 +172,8 @@ class FakeModal:
         self.Cls = _ClsApi(self)
         self.FunctionCall = _FunctionCallApi(self)
         self.Dict = _DictApi(self)
+        self.Environment = _EnvironmentApi(self)
+        self._bills: list[BillingReportItem] = []
         self._gate_errors: deque[BaseException] = deque()
         self._gate_stalls = 0
         self._cond = threading.Condition()
@@ -214,6 +225,23 @@ class FakeModal:
     def stall_gate(self, count: int = 1) -> None:
         """The next `count` Dict writes never answer."""
         self._gate_stalls += count
+
+    def bill(
+        self, interval_start: datetime, cost: str, tags: dict[str, str], environment: str = "main"
+    ) -> None:
+        """Modal's bill has a row: an object with these tags cost `cost` (USD) in the
+        hour from `interval_start` (UTC)."""
+        self._bills.append(
+            BillingReportItem(
+                object_id=f"ap-{uuid.uuid4().hex[:22]}",
+                description=tags.get("spillway", "other app"),
+                environment_name=environment,
+                interval_start=interval_start,
+                cost=Decimal(cost),
+                cost_by_resource={"gpu": Decimal(cost)},
+                tags=tags,
+            )
+        )
 
     def fail_stats(self, *errors: BaseException) -> None:
         self._stats_errors.extend(errors)
@@ -731,6 +759,53 @@ class _DeprecatedUpdateAutoscaler:
                 "scaledown_window": given(scaledown_window),
             },
         )
+
+
+@dataclass(frozen=True)
+class _EnvironmentApi:
+    fake: FakeModal
+
+    def from_name(self, name: str, /) -> _Environment:
+        return _Environment(self.fake, name)
+
+    def from_context(self) -> _Environment:
+        return _Environment(self.fake, "main")
+
+
+@dataclass(frozen=True)
+class _Environment:
+    fake: FakeModal
+    name: str
+
+    @property
+    def billing(self) -> _Environment:
+        return self
+
+    @property
+    def report(self) -> _Environment:
+        return self
+
+    async def aio(
+        self,
+        *,
+        start: datetime,
+        end: datetime | None = None,
+        resolution: str = "d",
+        tag_names: list[str] | None = None,
+    ) -> list[BillingReportItem]:
+        await self.fake._reach()
+        assert resolution == "h", "the fake reports by the hour only"
+        first = start.replace(minute=0, second=0, microsecond=0)
+        last = end or datetime.now(UTC)
+        return [
+            dataclasses.replace(
+                item, tags={k: v for k, v in item.tags.items() if k in (tag_names or [])}
+            )
+            for item in self.fake._bills
+            if item.environment_name == self.name
+            and first <= item.interval_start
+            and item.interval_start + timedelta(hours=1) <= last
+        ]
 
 
 @dataclass(frozen=True)

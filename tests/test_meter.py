@@ -88,18 +88,21 @@ def test_two_prewarmed_containers_idling_bill_from_the_count_that_shows_them() -
 
 
 def test_a_render_names_the_container_counted_while_it_booted() -> None:
-    """Counts every 5 s. None at 0 s; one at 5 s (booting: from 2.5 s). Its render ends
-    at 100 s and says the container began to boot at 3 s (a 57 s boot, a 40 s render):
-    the container keeps the count's earlier start. It idles through its 300 s window
-    and the count drops at 405 s: it stopped at 400 s, the end of its tail. 397.5 s."""
+    """Counts every 5 s. None at 0 s; one at 5 s (metered from 2.5 s). Its cold render
+    ends at 100 s and says the container began to boot at 3 s (a 57 s boot, a 40 s
+    render): the container's own account wins, as a count also shows a container still
+    waiting for its GPU, unbilled. A warm render would keep the count's start. It idles
+    through its 300 s window and the count drops at 405 s: it stopped at 400 s, the end
+    of its tail. 397 s."""
     t = counted(Tracker(), 0, 0, 300)
     t = counted(t, 1, 5_000, 300)
+    assert rendered(t, "ta-1", 60_000, 100_000, cold=False).meter.live == (("ta-1", 2_500),)
     t = rendered(t, "ta-1", 3_000, 100_000)
-    assert t.meter.live == (("ta-1", 2_500),)
+    assert t.meter.live == (("ta-1", 3_000),)
     for now in range(10_000, 401_000, 5_000):
         t = counted(t, 1, now, 300)
     t = counted(t, 0, 405_000, 300)
-    assert t.meter == Meter(stopped_ms=397_500)
+    assert t.meter == Meter(stopped_ms=397_000)
     assert t.gone == (("ta-1", 400_000),)
 
 
@@ -134,22 +137,38 @@ def test_the_count_stops_the_container_whose_tail_ran_out_not_a_busy_one() -> No
     assert t.meter.stopped_ms == 295_000
 
 
-def test_a_render_on_a_container_metered_as_stopped_bills_it_again_from_its_stop() -> None:
-    """The count dropped a container that was in fact still rendering (another one had
-    gone): when its render ends it is up again from the stop the meter gave it, so
-    that span is neither lost nor billed twice; the next count stops the other."""
+def test_a_render_on_a_container_metered_as_stopped_trades_places_with_the_idle_one() -> None:
+    """Two containers, window 60 s: a rendered until 10 s, b until 20 s. At 110 s the
+    count drops to one and the meter stops a (its tail ran out first), at the last
+    count, 100 s. But a's next render ends at 130 s: a was up, so b was the one that
+    stopped. They trade places: b is metered as stopped at 100 s, a as up from then,
+    and the count's 100-140 s of one container is billed once."""
     t = rendered(Tracker(), "a", 0, 10_000)
     t = rendered(t, "b", 0, 20_000)
     t = counted(t, 2, 100_000, 60)
     t = counted(t, 1, 110_000, 60)
     assert t.gone == (("a", 100_000),)
     t = rendered(t, "a", 0, 130_000)
-    assert dict(t.meter.live) == {"b": 0, "a": 100_000}
+    assert t.meter.live == (("a", 100_000),)
+    assert t.gone == (("b", 100_000),)
     t = counted(t, 1, 140_000, 60)
-    assert [cid for cid, _ in t.meter.live] == ["a"]
-    # a: 0-100 s, then 100-140 s; b: its tail ran out at 80 s, but the count showed
-    # it up until 110 s.
-    assert billed_ms(t.meter, 140_000) == 100_000 + 110_000 + 40_000
+    assert billed_ms(t.meter, 140_000) == 100_000 + 100_000 + 40_000
+
+
+def test_a_container_the_count_already_paid_for_is_not_billed_twice() -> None:
+    """The count shows one container all along, x (named by a render at 5 s). A render
+    at 52 s names a container never seen, booted at 10 s, with no placeholder to take:
+    the count has been paying for one container since, so "late" is metered from the
+    latest count (50 s), not its boot, and the next count (55 s) stops the one too many,
+    x, idle longest, in the middle of the span: 52.5 + 5 s, not 52.5 + 45 s."""
+    t = rendered(Tracker(), "x", 0, 5_000)
+    t = counted(t, 1, 10_000, 60)
+    t = counted(t, 1, 50_000, 60)
+    t = rendered(t, "late", 10_000, 52_000)
+    assert dict(t.meter.live) == {"x": 0, "late": 50_000}
+    t = counted(t, 1, 55_000, 60)
+    assert t.meter.live == (("late", 50_000),)
+    assert billed_ms(t.meter, 55_000) == 52_500 + 5_000
 
 
 @settings(max_examples=200, deadline=None)

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,7 @@ async def test_a_render_names_its_container_and_a_meter_without_counts_stops_it_
     await redis_client.set(keys.METER_LEASE, "replica-a")
     await redis_client.hset(keys.AUTOSCALE, "scaledown_window_s", "2")
     end = await redis_now_ms(redis_client)
-    await redis_client.xadd(keys.METER_RENDERS, {"c": "ta-x", "b": end - 3000, "e": end})
+    await redis_client.xadd(keys.METER_RENDERS, {"c": "ta-x", "b": end - 3000, "e": end, "k": 1})
     modal.fail_stats(modal.exception.ConnectionError("down"))
     await pool.refresh_stats()
     assert not pool.available
@@ -128,3 +129,51 @@ async def test_a_render_names_its_container_and_a_meter_without_counts_stops_it_
     state = decode(await redis_client.get(keys.METER))
     assert state.tracker.meter.live == () and state.tracker.gone == (("ta-x", end + 2000),)
     assert await spent(redis_client) == pytest.approx(5.0)
+
+
+async def test_modals_own_bill_raises_the_spend_for_the_months_whole_hours(
+    redis_client: aredis.Redis, modal: FakeModal, tmp_path: Path
+) -> None:
+    """Modal's billing report says the renderer's app cost $7.50 in the month's first
+    two hours, which the meter (seeing no containers) charged nothing for: the spend
+    rises by $7.50 once, and not again at the next check. Other apps' rows and a bill
+    that says less than the meter change nothing."""
+    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
+    now = datetime(2026, 12, 4, 10, 30, tzinfo=UTC)
+    clock = [int(now.timestamp() * 1000)]
+    meter = SpendMeter(
+        redis_client,
+        pool,
+        CONFIG,
+        owner="a",
+        interval_s=5.0,
+        bill_check_s=60,
+        clock=lambda: clock[0],
+    )
+    await redis_client.set(keys.METER_LEASE, "a")
+    month = datetime(2026, 12, 1, tzinfo=UTC)
+    modal.bill(month, "5.00", {"spillway": "spillway-renderer"})
+    modal.bill(month + timedelta(hours=1), "2.50", {"spillway": "spillway-renderer"})
+    modal.bill(month, "99.00", {"spillway": "some-other-app"})
+    modal.bill(month, "42.00", {})
+    # This hour's row is not whole yet: the report leaves it out.
+    modal.bill(datetime(2026, 12, 4, 10, tzinfo=UTC), "1.00", {"spillway": "spillway-renderer"})
+    assert await meter.meter_once() == pytest.approx(7.5)
+    assert float(await redis_client.get(keys.spend("2026-12"))) == pytest.approx(7.5)
+    clock[0] += 120_000
+    assert await meter.meter_once() == 0.0
+    assert float(await redis_client.get(keys.spend("2026-12"))) == pytest.approx(7.5)
+
+
+async def test_a_failing_billing_report_leaves_the_meter_standing(
+    redis_client: aredis.Redis, modal: FakeModal, tmp_path: Path
+) -> None:
+    """Modal unreachable when the bill is due: the meter charges what it metered, logs,
+    and the spend is not touched by the bill."""
+    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
+    meter = SpendMeter(redis_client, pool, CONFIG, owner="a", interval_s=5.0, bill_check_s=1)
+    await redis_client.set(keys.METER_LEASE, "a")
+    modal.bill(datetime(2026, 12, 1, tzinfo=UTC), "5.00", {"spillway": "spillway-renderer"})
+    modal.outage = True
+    assert await meter.meter_once() == 0.0
+    assert await redis_client.get(spend_key()) in (None, "0")

@@ -296,6 +296,7 @@ class Spillover:
             month=_month(),
             container_id=info.container_id if spilled else "",
             container_ms=used_ms,
+            cold=info.cold_start,
         )
 
     async def hold_autoscaler_lease(self, owner: str, ttl_s: float) -> bool:

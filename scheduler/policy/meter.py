@@ -99,24 +99,49 @@ class Tracker:
     """When the pool's count was last taken; None before the first."""
 
 
-def rendered(t: Tracker, container_id: str, boot_start_ms: int, end_ms: int) -> Tracker:
-    """A render on `container_id` ended at `end_ms`; the container began to boot no later
-    than `boot_start_ms`. A container already counted under a placeholder takes its name
-    (keeping the earlier start); one metered as stopped is up again from its stop."""
+def rendered(
+    t: Tracker, container_id: str, boot_start_ms: int, end_ms: int, *, cold: bool = True
+) -> Tracker:
+    """A render on `container_id` ended at `end_ms`. Cold (its input waited for the
+    container's boot), `boot_start_ms` is when the container began to boot, by its own
+    account; warm, only when the render began, after the boot.
+
+    A container never seen takes the name of one counted under a placeholder, if any:
+    cold, the one counted nearest its boot, from its boot (a count may
+    show a container waiting for its GPU, which bills nothing yet); warm, the oldest,
+    from the placeholder's start. One metered as stopped when the count fell was
+    not the one that stopped: it trades places with the named container idle longest
+    before that stop, which is metered as stopped then instead. Otherwise it is metered
+    from its boot or its stop, or from the latest count if that came after: the count
+    has paid for as many containers as were up, so an earlier start would bill the
+    same time twice (the next count stops the one too many)."""
     live = dict(t.meter.live)
-    meter, gone = t.meter, t.gone
     if container_id not in live:
         stopped = dict(t.gone)
-        if container_id in stopped:
-            meter = start(meter, container_id, stopped.pop(container_id))
-            gone = tuple(stopped.items())
-        elif (held := _oldest_placeholder(t)) is not None:
-            meter = _rename(meter, held, container_id, min(live[held], boot_start_ms))
+        held = None if container_id in stopped else _placeholder(t, boot_start_ms if cold else None)
+        if held is not None:
+            since = boot_start_ms if cold else min(live[held], boot_start_ms)
+            t = replace(t, meter=_rename(t.meter, held, container_id, since))
         else:
-            meter = start(meter, container_id, boot_start_ms)
+            stop_ms = stopped.pop(container_id, None)
+            t = replace(t, gone=tuple(stopped.items()))
+            idle = [
+                (end, cid)
+                for cid, end in t.busy
+                if not cid.startswith(PLACEHOLDER) and stop_ms is not None and end < stop_ms
+            ]
+            if stop_ms is not None and idle:
+                t = _stop(t, min(idle)[1], stop_ms)
+                since = stop_ms
+            else:
+                since = max(
+                    boot_start_ms if stop_ms is None else stop_ms,
+                    t.counted_ms or boot_start_ms,
+                )
+            t = replace(t, meter=start(t.meter, container_id, min(since, end_ms)))
     ends = dict(t.busy)
     ends[container_id] = max(end_ms, ends.get(container_id, end_ms))
-    return replace(t, meter=meter, busy=_in_order(meter, ends), gone=gone)
+    return replace(t, busy=_in_order(t.meter, ends))
 
 
 def counted(t: Tracker, containers: int, now_ms: int, scaledown_window_s: int) -> Tracker:
@@ -175,8 +200,14 @@ def _stop(t: Tracker, container_id: str, stop_ms: int) -> Tracker:
     return replace(t, meter=meter, busy=busy, gone=gone)
 
 
-def _oldest_placeholder(t: Tracker) -> str | None:
-    return next((cid for cid, _ in t.meter.live if cid.startswith(PLACEHOLDER)), None)
+def _placeholder(t: Tracker, booted_ms: int | None) -> str | None:
+    """The placeholder to name: the one counted nearest `booted_ms`, else the oldest."""
+    held = [(ms, cid) for cid, ms in t.meter.live if cid.startswith(PLACEHOLDER)]
+    if not held:
+        return None
+    if booted_ms is None:
+        return min(held)[1]
+    return min(held, key=lambda h: (abs(h[0] - booted_ms), h[0]))[1]
 
 
 def _rename(meter: Meter, old: str, new: str, boot_start_ms: int) -> Meter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -183,6 +184,12 @@ class Pool(ABC):
 
     @abstractmethod
     async def stats(self) -> PoolStats: ...
+
+    async def billed_usd(self, start: datetime, end: datetime) -> float | None:
+        """What the fleet's own bill says it cost from `start` to `end` (UTC), or None
+        for a fleet with no bill to read."""
+        del start, end
+        return None
 
     async def set_autoscaler(self, settings: Autoscale) -> None:
         """Applies autoscaler settings (pre-warm). Fixed fleets ignore them."""

@@ -74,11 +74,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TypeVar, cast
 
 from renderer.errors import InvalidRenderRequest, RendererBusy, RenderRecalled
+from renderer.modal_config import BILLING_TAG
 from renderer.remote import RemoteRequest, RemoteResult
 from renderer.start_gate import RECALLED, GateDict, gate_key
 from scheduler.policy.model import Autoscale
@@ -208,9 +211,48 @@ class _DictApi(Protocol):
     ) -> GateDict: ...
 
 
+class BillingItem(Protocol):
+    """`modal.types.BillingReportItem`: one object's cost over one interval."""
+
+    @property
+    def cost(self) -> Decimal: ...
+    @property
+    def tags(self) -> dict[str, str]: ...
+
+
+class _Report(Protocol):
+    async def aio(
+        self,
+        *,
+        start: datetime,
+        end: datetime | None = None,
+        resolution: str = "d",
+        tag_names: list[str] | None = None,
+    ) -> list[BillingItem]: ...
+
+
+class _Billing(Protocol):
+    @property
+    def report(self) -> _Report: ...
+
+
+class EnvironmentHandle(Protocol):
+    """`modal.Environment`, for its billing report (modal 1.6.4,
+    `_EnvironmentBillingManager.report`)."""
+
+    @property
+    def billing(self) -> _Billing: ...
+
+
+class _EnvironmentApi(Protocol):
+    def from_name(self, name: str, /) -> EnvironmentHandle: ...
+    def from_context(self) -> EnvironmentHandle: ...
+
+
 class ModalSdk(Protocol):
     """The parts of the `modal` module the pool uses: `Cls`, `FunctionCall`, `Dict`
-    (the start gates), and the real `modal.exception` module."""
+    (the start gates), `Environment` (the bill), and the real `modal.exception`
+    module."""
 
     @property
     def Cls(self) -> _ClsApi: ...
@@ -218,6 +260,8 @@ class ModalSdk(Protocol):
     def FunctionCall(self) -> _FunctionCallApi: ...
     @property
     def Dict(self) -> _DictApi: ...
+    @property
+    def Environment(self) -> _EnvironmentApi: ...
     @property
     def exception(self) -> ModuleType: ...
 
@@ -550,6 +594,25 @@ class ModalPool(Pool):
             cache.at = self._clock()
             cache.refreshing = None
         return cache.value
+
+    async def billed_usd(self, start: datetime, end: datetime) -> float:
+        """What Modal's billing report says the renderer's app cost from `start` to
+        `end` (UTC; whole hours only, as the report counts only full intervals). Raises
+        what the SDK raises, or Unanswered."""
+        config = self._config
+        environments = self._sdk.Environment
+        environment = (
+            environments.from_name(config.environment)
+            if config.environment
+            else environments.from_context()
+        )
+        items = await self._answered(
+            environment.billing.report.aio(
+                start=start, end=end, resolution="h", tag_names=[BILLING_TAG]
+            ),
+            "billing report",
+        )
+        return float(sum(i.cost for i in items if i.tags.get(BILLING_TAG) == config.app_name))
 
     async def close(self) -> None:
         """Lets cancels of orphaned calls reach Modal (for a while), then stops the rest."""

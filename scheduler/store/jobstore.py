@@ -109,7 +109,10 @@ class Observation:
     container_id: str = ""
     """Its container on the second fleet, for the spend meter; "" in-house."""
     container_ms: int = 0
-    """How long before the render's end that container began to boot, at the latest."""
+    """How long before the render's end that container began to boot (cold), or the
+    render began (warm)."""
+    cold: bool = False
+    """The input waited for its container's boot."""
 
 
 @dataclass(frozen=True)
@@ -382,6 +385,7 @@ class JobStore:
                     observed.container_id,
                     observed.container_ms,
                     keys.METER_RENDERS_KEPT,
+                    int(observed.cold),
                 ],
             )
         )

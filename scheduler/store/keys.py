@@ -145,7 +145,8 @@ read `METER_RENDERS`."""
 
 METER_RENDERS = f"{NAMESPACE}meter:renders"
 """Stream, capped: one entry per render on the second fleet (`c` container id, `b` its
-boot start ms, `e` the render's end ms, Redis time), which the spend meter reads."""
+boot start ms if cold or the render's start if warm, `e` the render's end ms, Redis
+time, `k` 1 if cold), which the spend meter reads."""
 
 METER_RENDERS_KEPT = 10_000
 

@@ -2,7 +2,8 @@
 --       the spend meter), the month's spend by tenant
 -- ARGV: channel, events maxlen, lease, progress, render ms, cold start ms (-1: warm),
 --       samples kept, USD (0: nothing to meter), tenant, spend TTL s, container id (''
---       in-house), ms from its boot start to now, renders kept
+--       in-house), ms from its boot start to now (or, warm, from the render's start),
+--       renders kept, 1 if the input waited for its container's boot (else 0)
 -- A render of this lease succeeded. Records its samples, its container for the spend
 -- meter and the tenant's share of the GPU time, once per lease however often this is
 -- retried, and even when the job has moved on (the GPU time was spent); then marks the
@@ -20,7 +21,7 @@ if cur[3] ~= ARGV[3] then
   if ARGV[11] ~= '' then
     local now = now_ms()
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*',
-      'c', ARGV[11], 'b', now - tonumber(ARGV[12]), 'e', now)
+      'c', ARGV[11], 'b', now - tonumber(ARGV[12]), 'e', now, 'k', ARGV[14])
   end
   if tonumber(ARGV[8]) > 0 then
     redis.call('HINCRBYFLOAT', KEYS[6], ARGV[9], ARGV[8])
