@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import av
 import grpc
@@ -75,6 +76,23 @@ async def test_submit_renders_uploads_and_completes(
         frames = sum(1 for _ in container.decode(stream))
         assert (stream.width, stream.height) == (720, 1280)
     assert frames == 4 * 8
+
+
+async def test_a_routine_job_logs_its_steps_only_at_debug(
+    scheduler_channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job queued, dispatched in-house on its first attempt and completed writes no
+    INFO line about itself; its three steps are DEBUG lines."""
+    caplog.set_level(logging.DEBUG, logger="scheduler")
+    job_id = (await submit(scheduler_channel)).job.id
+    events = await wait_terminal(scheduler_channel, job_id)
+    assert events[-1].type == "completed"
+    about = [r for r in caplog.records if job_id in r.getMessage()]
+    assert [r.levelno for r in about if r.levelno >= logging.INFO] == []
+    steps = [r.getMessage().replace(job_id, "J") for r in about]
+    assert steps[0] == "job J queued for tenant acme"
+    assert "dispatched job J to inhouse (attempt 1)" in steps
+    assert steps[-1].startswith("job J ok on inhouse (")
 
 
 async def test_watch_streams_ordered_events_and_resumes(

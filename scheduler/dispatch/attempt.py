@@ -181,7 +181,16 @@ class AttemptRunner:
             if result is Finish.OK:
                 latency_s = max(0.0, time.time() - job.created_ms / 1000)
                 self._metrics.job_finished(pool.name, "completed", latency_s)
-            log.info("job %s %s on %s (%d bytes)", job.id, result.value, pool.name, output.bytes)
+            # A completion is every job's routine (the job and its events record it);
+            # one that found the job gone or taken over is worth an operator's eye.
+            log.log(
+                logging.DEBUG if result is Finish.OK else logging.INFO,
+                "job %s %s on %s (%d bytes)",
+                job.id,
+                result.value,
+                pool.name,
+                output.bytes,
+            )
         except Superseded:
             attempt.outcome = "superseded"
             log.info("job %s was cancelled or taken over; dropped its render", job.id)
