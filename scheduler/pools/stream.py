@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import secrets
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +28,7 @@ import grpc
 from spillway.v1 import renderer_pb2, renderer_pb2_grpc
 
 from scheduler.pools.base import Rendered, RenderError, RenderHooks, RenderInfo, Superseded
-from scheduler.store.jobs import Job
+from scheduler.store.jobs import Job, random_bytes
 from scheduler.telemetry import tracing
 
 CHANNEL_OPTIONS = [
@@ -80,7 +79,7 @@ async def stream_render(
     )
     # Named before any await, so that whatever a cancel interrupts, we know what to
     # clean up; writing and cleanup finish even if we are cancelled meanwhile.
-    path = tmp_dir / f"{job.id}-{job.attempt}-{secrets.token_hex(4)}.mp4"
+    path = tmp_dir / f"{job.id}-{job.attempt}-{random_bytes(4).hex()}.mp4"
     spool = _Spool(path)
     try:
         info = await _stream(stub, address, request, timeout_s, spool, hooks)
