@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None, *, epilog: str | None = None) -> int:
         config = GatewayConfig.from_env()
         setup_logging(logging.INFO)
         shutdown_tracing = setup_tracing(SERVICE_NAME)
-    # A ConfigError, or a bad OTEL_TRACES_EXPORTER or SPILLWAY_LOG_FORMAT.
+    # A ConfigError, or a bad OTEL_TRACES_EXPORTER, SPILLWAY_LOG_FORMAT or SPILLWAY_LOG_LEVEL.
     except ValueError as exc:
         print(f"spillway gateway: {exc}", file=sys.stderr)
         return 2

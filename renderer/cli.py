@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(logging.INFO)
         shutdown_tracing = setup_tracing(SERVICE_NAME)
     except ValueError as error:
-        # A bad OTEL_TRACES_EXPORTER or SPILLWAY_LOG_FORMAT.
+        # A bad OTEL_TRACES_EXPORTER, SPILLWAY_LOG_FORMAT or SPILLWAY_LOG_LEVEL.
         print(f"renderer: {error}", file=sys.stderr)
         return 2
     try:

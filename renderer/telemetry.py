@@ -38,6 +38,16 @@ OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 SERVICE_NAME = "OTEL_SERVICE_NAME"
 LOG_FORMAT = "SPILLWAY_LOG_FORMAT"
 """`json` (one JSON object per line, the default) or `console` (aligned key=value)."""
+LOG_LEVEL = "SPILLWAY_LOG_LEVEL"
+"""`debug`, `info`, `warning` or `error`: overrides the process's own level (servers log
+at `info`, interactive commands at `warning`). `debug` adds a line per routine step of
+every job (queued, dispatched, completed)."""
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def setup_tracing(
@@ -102,11 +112,16 @@ def _trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
 def setup_logging(level: int = logging.INFO, environ: Mapping[str, str] | None = None) -> None:
     """Routes every stdlib `logging` record through structlog: one line per event with
     time, level, logger, the message, and the job id and trace id bound to the context
-    (`structlog.contextvars.bound_contextvars(job_id=...)`)."""
+    (`structlog.contextvars.bound_contextvars(job_id=...)`), at `level` unless
+    `SPILLWAY_LOG_LEVEL` names another. Raises ValueError on a bad format or level."""
     env = os.environ if environ is None else environ
     style = env.get(LOG_FORMAT, "json")
     if style not in ("json", "console"):
         raise ValueError(f"{LOG_FORMAT}={style!r}: expected json or console")
+    if named := env.get(LOG_LEVEL):
+        if named.lower() not in _LEVELS:
+            raise ValueError(f"{LOG_LEVEL}={named!r}: expected {', '.join(_LEVELS)}")
+        level = _LEVELS[named.lower()]
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if style == "json"

@@ -152,9 +152,10 @@ async def test_first_render_from_zero_is_cold_and_the_next_is_warm(
     second = await render_once(pool)
 
     assert first.info.cold_start and first.info.boot_s >= COLD_START_S
-    mp4 = probe_mp4(first.path)
+    assert first.data is not None
+    mp4 = probe_mp4(first.data)
     assert (mp4.codec, mp4.width, mp4.height, mp4.frames) == ("h264", 64, 64, FPS)
-    assert first.info.bytes == first.path.stat().st_size
+    assert first.info.bytes == len(first.data)
     assert not second.info.cold_start and second.info.boot_s == 0
     assert second.info.container_id == first.info.container_id
     assert pool.snapshot().cold_starts == 1

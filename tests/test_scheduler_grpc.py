@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
+from pathlib import Path
 
 import av
 import grpc
@@ -13,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from spillway.v1 import scheduler_pb2 as pb
 from spillway.v1 import scheduler_pb2_grpc
 
+from scheduler.store.storage import S3ObjectStore, StorageError, Uploaded
 from tests.conftest import AUTH, OTHER_AUTH, S3Server, Stack
 
 VALID = {"prompt": "a lighthouse at dusk", "seconds": 4, "size": "720x1280"}
@@ -77,6 +81,23 @@ async def test_submit_renders_uploads_and_completes(
     assert frames == 4 * 8
 
 
+async def test_a_routine_job_logs_its_steps_only_at_debug(
+    scheduler_channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job queued, dispatched in-house on its first attempt and completed writes no
+    INFO line about itself; its three steps are DEBUG lines."""
+    caplog.set_level(logging.DEBUG, logger="scheduler")
+    job_id = (await submit(scheduler_channel)).job.id
+    events = await wait_terminal(scheduler_channel, job_id)
+    assert events[-1].type == "completed"
+    about = [r for r in caplog.records if job_id in r.getMessage()]
+    assert [r.levelno for r in about if r.levelno >= logging.INFO] == []
+    steps = [r.getMessage().replace(job_id, "J") for r in about]
+    assert steps[0] == "job J queued for tenant acme"
+    assert "dispatched job J to inhouse (attempt 1)" in steps
+    assert steps[-1].startswith("job J ok on inhouse (")
+
+
 async def test_watch_streams_ordered_events_and_resumes(
     scheduler_channel: grpc.aio.Channel,
 ) -> None:
@@ -104,6 +125,34 @@ async def test_watch_streams_ordered_events_and_resumes(
         )
     ]
     assert after_end == []
+
+
+async def test_an_upload_that_fails_waits_on_disk_and_leaves_no_file(
+    stack: Stack, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clip uploaded from memory that S3 refuses is written to disk, uploaded from
+    there on the retry, and its file removed once the job completes."""
+    from_disk: list[bytes] = []
+    put_file = S3ObjectStore.put_file
+
+    async def refuse(self: S3ObjectStore, data: bytes, key: str) -> Uploaded:
+        raise StorageError("upload", self.bucket, key, ConnectionRefusedError())
+
+    async def record(self: S3ObjectStore, path: Path, key: str) -> Uploaded:
+        from_disk.append(await asyncio.to_thread(path.read_bytes))
+        return await put_file(self, path, key)
+
+    monkeypatch.setattr(S3ObjectStore, "put_bytes", refuse)
+    monkeypatch.setattr(S3ObjectStore, "put_file", record)
+    await stack.start_renderer()
+    scheduler = await stack.start_scheduler()
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        job_id = (await submit(channel)).job.id
+        assert (await wait_terminal(channel, job_id))[-1].type == "completed"
+        job = (await stub(channel).GetJob(pb.GetJobRequest(id=job_id), metadata=AUTH)).job
+    body = s3.client().get_object(Bucket=s3.bucket, Key=job.output.key)["Body"].read()
+    assert from_disk == [body] and len(body) == job.output.bytes
+    assert await asyncio.to_thread(lambda: list(stack.tmp.glob(f"{job_id}-*"))) == []
 
 
 async def test_idempotency_key_returns_the_same_job(scheduler_channel: grpc.aio.Channel) -> None:

@@ -18,8 +18,8 @@ from tests.conftest import S3_REGION, S3Server
 MIB = 1024 * 1024
 
 
-async def test_small_and_multipart_uploads_arrive_whole(s3: S3Server, tmp_path: Path) -> None:
-    config = S3Config(
+def _config(s3: S3Server) -> S3Config:
+    return S3Config(
         bucket=s3.bucket,
         endpoint_url=s3.endpoint_url,
         public_endpoint_url=None,
@@ -31,14 +31,27 @@ async def test_small_and_multipart_uploads_arrive_whole(s3: S3Server, tmp_path: 
         threads=2,
         lifecycle_days=0,
     )
-    store = await S3ObjectStore.connect(config)
+
+
+@pytest.mark.parametrize("source", ["file", "bytes"])
+async def test_small_and_multipart_uploads_arrive_whole(
+    s3: S3Server, tmp_path: Path, source: str
+) -> None:
+    """From a file or from memory, a small MP4 goes up in one PUT and a large one in
+    parts."""
+    store = await S3ObjectStore.connect(_config(s3))
     try:
         sizes = {"small": 200_000, "large": 11 * MIB}
         uploaded = {}
         for name, size in sizes.items():
             path = tmp_path / f"{name}.mp4"
             path.write_bytes(os.urandom(size))
-            uploaded[name] = (path, await store.put_file(path, f"videos/{name}.mp4"))
+            key = f"videos/{name}.mp4"
+            if source == "file":
+                result = await store.put_file(path, key)
+            else:
+                result = await store.put_bytes(path.read_bytes(), key)
+            uploaded[name] = (path, result)
     finally:
         await store.close()
 

@@ -1,5 +1,6 @@
-"""A render's MP4 is held in memory up to a bound, then written to its file; either way
-the file holds every chunk in order, and a discarded render leaves no file."""
+"""A render's MP4 is held in memory up to a bound and comes back whole from there; past
+it, it goes to its file, which holds every chunk in order; a discarded render leaves
+no file."""
 
 from __future__ import annotations
 
@@ -13,17 +14,24 @@ from scheduler.pools import stream
 
 
 @pytest.mark.parametrize("bound", [1 << 20, 1000])
-async def test_the_file_holds_every_chunk_in_order(
+async def test_every_chunk_comes_back_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int
 ) -> None:
+    """Under the bound the MP4 comes back in memory and no file is made; past it the
+    file holds it all."""
     monkeypatch.setattr(stream, "SPOOL_BYTES", bound)
     chunks = [os.urandom(n) for n in (300, 700, 1, 2500, 40)]
     path = tmp_path / "clip.mp4"
     spool = stream._Spool(path)
     for chunk in chunks:
         await spool.write(chunk)
-    await spool.finish()
-    assert await asyncio.to_thread(path.read_bytes) == b"".join(chunks)
+    data = await spool.finish()
+    if bound > sum(map(len, chunks)):
+        assert data == b"".join(chunks)
+        assert await asyncio.to_thread(os.listdir, tmp_path) == []
+    else:
+        assert data is None
+        assert await asyncio.to_thread(path.read_bytes) == b"".join(chunks)
 
 
 @pytest.mark.parametrize("bound", [1 << 20, 1000])

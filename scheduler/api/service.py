@@ -199,7 +199,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             )
         if submitted.created:
             self._metrics.submitted(tenant, spec.priority_class.value)
-            log.info("job %s queued for tenant %s", submitted.job.id, tenant)
+            # Every job's routine (the job and its events record it): DEBUG.
+            log.debug("job %s queued for tenant %s", submitted.job.id, tenant)
         return pb.SubmitRenderResponse(job=job_to_proto(submitted.job), created=submitted.created)
 
     @rpc_errors

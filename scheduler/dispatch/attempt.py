@@ -5,11 +5,13 @@ claimed, until the job ends, is handed on, or is cancelled elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from opentelemetry import trace
@@ -181,7 +183,16 @@ class AttemptRunner:
             if result is Finish.OK:
                 latency_s = max(0.0, time.time() - job.created_ms / 1000)
                 self._metrics.job_finished(pool.name, "completed", latency_s)
-            log.info("job %s %s on %s (%d bytes)", job.id, result.value, pool.name, output.bytes)
+            # A completion is every job's routine (the job and its events record it);
+            # one that found the job gone or taken over is worth an operator's eye.
+            log.log(
+                logging.DEBUG if result is Finish.OK else logging.INFO,
+                "job %s %s on %s (%d bytes)",
+                job.id,
+                result.value,
+                pool.name,
+                output.bytes,
+            )
         except Superseded:
             attempt.outcome = "superseded"
             log.info("job %s was cancelled or taken over; dropped its render", job.id)
@@ -205,7 +216,9 @@ class AttemptRunner:
                 attempt, "internal", f"{type(exc).__name__}: {exc}", True, True
             )
         finally:
-            if rendered is not None:
+            # A render held in memory has no file here (`_upload` removes the one it
+            # may write).
+            if rendered is not None and rendered.data is None:
                 await asyncio.to_thread(rendered.path.unlink, missing_ok=True)
 
     async def _render(self, attempt: Attempt, slot: Slot, acquiring_ns: int) -> Rendered:
@@ -238,38 +251,54 @@ class AttemptRunner:
         deadline = time.monotonic() + self._config.upload_retry_s
         backoff = _MIN_BACKOFF_S
         tries = 0
-        with tracing.traced("upload", attributes) as span:
-            while True:
-                tries += 1
-                began = time.monotonic()
-                try:
-                    uploaded = await self._objects.put_file(rendered.path, key)
-                    break
-                except StorageError as exc:
-                    self._metrics.upload_failed()
-                    self._s3.failed(exc)
-                    span.record_exception(exc, attributes={"spillway.try": tries})
-                    if time.monotonic() + backoff > deadline:
-                        span.set_attribute("spillway.upload_tries", tries)
-                        await self._retry_or_fail(
-                            attempt,
-                            "upload_failed",
-                            f"{exc} (tried {tries} times over {self._config.upload_retry_s:.0f} s)",
-                            False,
-                            True,
-                        )
-                        return None
-                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                    backoff = min(backoff * 2, _MAX_UPLOAD_BACKOFF_S)
-            self._s3.ok()
-            self._metrics.upload_observed(uploaded.bytes, time.monotonic() - began)
-            span.set_attributes(
-                {
-                    "spillway.bytes": uploaded.bytes,
-                    "spillway.parts": uploaded.parts,
-                    "spillway.upload_tries": tries,
-                }
-            )
+        in_memory = rendered.data
+        try:
+            with tracing.traced("upload", attributes) as span:
+                while True:
+                    tries += 1
+                    began = time.monotonic()
+                    try:
+                        if in_memory is not None:
+                            uploaded = await self._objects.put_bytes(in_memory, key)
+                        else:
+                            uploaded = await self._objects.put_file(rendered.path, key)
+                        break
+                    except StorageError as exc:
+                        self._metrics.upload_failed()
+                        self._s3.failed(exc)
+                        span.record_exception(exc, attributes={"spillway.try": tries})
+                        if time.monotonic() + backoff > deadline:
+                            span.set_attribute("spillway.upload_tries", tries)
+                            await self._retry_or_fail(
+                                attempt,
+                                "upload_failed",
+                                f"{exc} (tried {tries} times over "
+                                f"{self._config.upload_retry_s:.0f} s)",
+                                False,
+                                True,
+                            )
+                            return None
+                        if in_memory is not None:
+                            # An outage can outlast many renders: the MP4s that wait
+                            # for it wait on disk, not in memory.
+                            data, in_memory = in_memory, None
+                            await _write_whole(rendered.path, data)
+                        await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                        backoff = min(backoff * 2, _MAX_UPLOAD_BACKOFF_S)
+                self._s3.ok()
+                self._metrics.upload_observed(uploaded.bytes, time.monotonic() - began)
+                span.set_attributes(
+                    {
+                        "spillway.bytes": uploaded.bytes,
+                        "spillway.parts": uploaded.parts,
+                        "spillway.upload_tries": tries,
+                    }
+                )
+        finally:
+            # The file written here for an outage is this method's to remove; the
+            # pool's own file is `_execute`'s.
+            if rendered.data is not None and in_memory is None:
+                await asyncio.to_thread(rendered.path.unlink, missing_ok=True)
         return Output(
             bucket=uploaded.bucket,
             key=key,
@@ -331,6 +360,18 @@ class AttemptRunner:
         if attempt.outcome == "failed":
             self._metrics.job_finished(attempt.pool.name, "failed", None)
         trace.get_current_span().set_attribute("spillway.error_code", code)
+
+
+async def _write_whole(path: Path, data: bytes) -> None:
+    """Writes `data` to a new file in a thread. Cancelled meanwhile, it still waits for
+    the thread, so that whoever removes the file next finds it whole, not half made."""
+    writing = asyncio.ensure_future(asyncio.to_thread(path.write_bytes, data))
+    try:
+        await asyncio.shield(writing)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await writing
+        raise
 
 
 def _cold_start_span(pool: str, info: RenderInfo, began_ns: int) -> None:

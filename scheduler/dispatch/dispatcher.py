@@ -331,7 +331,17 @@ class Dispatcher:
             )
             if job is None:
                 break
-            log.info("dispatched job %s to %s (attempt %d)", job.id, pool.name, job.attempt)
+            # A spill or a retry is what an operator follows at INFO; a first attempt
+            # in-house is every job's routine, and a line per job costs about as much
+            # CPU as one of its Redis calls.
+            routine = pool is not self._spill and job.attempt == 1
+            log.log(
+                logging.DEBUG if routine else logging.INFO,
+                "dispatched job %s to %s (attempt %d)",
+                job.id,
+                pool.name,
+                job.attempt,
+            )
             # Both times are Redis's: no clock skew between replicas.
             waited_s = (job.started_ms - job.queued_ms) / 1000 if job.queued_ms else 0.0
             self._metrics.dispatched(

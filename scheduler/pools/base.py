@@ -118,7 +118,10 @@ class RenderInfo:
 @dataclass(frozen=True)
 class Rendered:
     path: Path
+    """The MP4's file, which the caller owns; not written when `data` holds the MP4."""
     info: RenderInfo
+    data: bytes | None = None
+    """The whole MP4, when it was small enough to stay in memory (`stream_render`)."""
 
 
 @dataclass(frozen=True)

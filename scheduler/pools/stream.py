@@ -13,6 +13,8 @@ pool's containers) renders through `stream_render`, so they map failures the sam
   renderer must not loop forever) and is taken out too;
 - an MP4 whose size or sha256 differs from the metadata is retryable (corrupted);
 - whatever ends the render (an error, `Superseded`, a cancel), its file is removed.
+
+An MP4 under `SPOOL_BYTES` comes back in memory and is never written to a file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import secrets
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +30,7 @@ import grpc
 from spillway.v1 import renderer_pb2, renderer_pb2_grpc
 
 from scheduler.pools.base import Rendered, RenderError, RenderHooks, RenderInfo, Superseded
-from scheduler.store.jobs import Job
+from scheduler.store.jobs import Job, random_bytes
 from scheduler.telemetry import tracing
 
 CHANNEL_OPTIONS = [
@@ -67,9 +68,10 @@ async def stream_render(
     timeout_s: float,
     tmp_dir: Path,
 ) -> Rendered:
-    """Renders `job` on the renderer behind `stub` (named `address` in errors) into a new
-    file under `tmp_dir` that the caller owns. Raises `RenderError` when no valid MP4
-    arrived, `Superseded` when `hooks.progress` says the job moved on."""
+    """Renders `job` on the renderer behind `stub` (named `address` in errors): in
+    memory, or (past `SPOOL_BYTES`) into a new file under `tmp_dir` that the caller
+    owns. Raises `RenderError` when no valid MP4 arrived, `Superseded` when
+    `hooks.progress` says the job moved on."""
     request = renderer_pb2.RenderRequest(
         job_id=job.id,
         prompt=job.spec.prompt,
@@ -80,15 +82,15 @@ async def stream_render(
     )
     # Named before any await, so that whatever a cancel interrupts, we know what to
     # clean up; writing and cleanup finish even if we are cancelled meanwhile.
-    path = tmp_dir / f"{job.id}-{job.attempt}-{secrets.token_hex(4)}.mp4"
+    path = tmp_dir / f"{job.id}-{job.attempt}-{random_bytes(4).hex()}.mp4"
     spool = _Spool(path)
     try:
         info = await _stream(stub, address, request, timeout_s, spool, hooks)
-        await spool.finish()
+        data = await spool.finish()
     except BaseException:
         await asyncio.shield(spool.discard())
         raise
-    return Rendered(path=path, info=info)
+    return Rendered(path=path, info=info, data=data)
 
 
 SPOOL_BYTES = 8 * 1024 * 1024
@@ -96,9 +98,10 @@ SPOOL_BYTES = 8 * 1024 * 1024
 
 
 class _Spool:
-    """The MP4 as it arrives: in memory up to `SPOOL_BYTES`, then in its file. A clip of
-    that size costs one thread hop (create, write, close at once) instead of one per
-    chunk; a longer one holds at most that much in memory."""
+    """The MP4 as it arrives: in memory up to `SPOOL_BYTES`, then in its file. A clip
+    under that size is uploaded from memory, with no file to write, read back and
+    remove (three thread hops and their syscalls per job); a longer one holds at most
+    that much in memory."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -114,17 +117,24 @@ class _Spool:
             data, self._pending = bytes(self._pending), bytearray()
             await asyncio.to_thread(self._out.write, data)
 
-    async def finish(self) -> None:
+    async def finish(self) -> bytes | None:
+        """The whole MP4 if it stayed in memory; else None, once its file is complete."""
         data, out = bytes(self._pending), self._out
-        self._finishing = asyncio.ensure_future(asyncio.to_thread(_finish, self._path, out, data))
+        if out is None:
+            return data
+        self._finishing = asyncio.ensure_future(asyncio.to_thread(_finish, out, data))
         await asyncio.shield(self._finishing)
+        return None
 
     async def discard(self) -> None:
         # A finish under way completes first: then there is a whole file to remove.
         if self._finishing is not None:
             with contextlib.suppress(Exception):
                 await self._finishing
-        await asyncio.to_thread(_discard, self._out, self._path)
+        # Without an open file there is none: only `_create` makes it, and cleans up
+        # after itself when cancelled.
+        if self._out is not None:
+            await asyncio.to_thread(_discard, self._out, self._path)
 
 
 async def _stream(
@@ -194,16 +204,11 @@ def _discard_created(path: Path, creating: asyncio.Future[BinaryIO]) -> None:
         _discard(creating.result(), path)
 
 
-def _finish(path: Path, out: BinaryIO | None, data: bytes) -> None:
-    if out is None:
-        with path.open("xb") as whole:
-            whole.write(data)
-        return
+def _finish(out: BinaryIO, data: bytes) -> None:
     out.write(data)
     out.close()
 
 
-def _discard(out: BinaryIO | None, path: Path) -> None:
-    if out is not None:
-        out.close()
+def _discard(out: BinaryIO, path: Path) -> None:
+    out.close()
     path.unlink(missing_ok=True)

@@ -15,6 +15,31 @@ _ID = re.compile(r"^video_[0-9a-f]{32}$")
 
 _last_id = 0
 
+_RANDOM_BLOCK = 4096
+_random = b""
+_random_at = 0
+
+
+def random_bytes(n: int) -> bytes:
+    """`n` bytes from the OS's CSPRNG, as unguessable as `os.urandom(n)`: read in
+    blocks, because each `os.urandom` call releases the GIL around its getrandom, and
+    on a loaded replica the event loop then waits (up to the switch interval) for an
+    S3 or gRPC thread to hand the GIL back; a job id was one such call per submit."""
+    global _random, _random_at
+    if _random_at + n > len(_random):
+        _random, _random_at = os.urandom(max(n, _RANDOM_BLOCK)), 0
+    _random_at += n
+    return _random[_random_at - n : _random_at]
+
+
+def _forget_random() -> None:
+    global _random, _random_at
+    _random, _random_at = b"", 0
+
+
+# A forked child must not hand out the ids its parent has already used.
+os.register_at_fork(after_in_child=_forget_random)
+
 
 def ordered_id(prefix: str) -> str:
     """A time-ordered id, like a monotonic ULID: 48 bits of milliseconds then 80 random
@@ -22,7 +47,7 @@ def ordered_id(prefix: str) -> str:
     tenant's jobs (or webhook endpoints) page by id."""
     global _last_id
     ms = time.time_ns() // 1_000_000
-    _last_id = max(ms << 80 | int.from_bytes(os.urandom(10)), _last_id + 1)
+    _last_id = max(ms << 80 | int.from_bytes(random_bytes(10)), _last_id + 1)
     return f"{prefix}{_last_id:032x}"
 
 

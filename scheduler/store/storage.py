@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,9 @@ class ObjectStore(ABC):
 
     @abstractmethod
     async def put_file(self, path: Path, key: str) -> Uploaded: ...
+
+    @abstractmethod
+    async def put_bytes(self, data: bytes, key: str) -> Uploaded: ...
 
     @abstractmethod
     def presign_get(self, key: str, expires_s: int) -> str: ...
@@ -169,6 +174,29 @@ class S3ObjectStore(ObjectStore):
             )
             return size
 
+        return await self._upload(upload, key)
+
+    async def put_bytes(self, data: bytes, key: str) -> Uploaded:
+        def upload() -> int:
+            if len(data) < self._config.multipart_threshold_bytes:
+                # bytes, not a file object: botocore sends a file with "Expect:
+                # 100-continue" and waits for the server's go-ahead, whatever its size.
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, ContentType=CONTENT_TYPE
+                )
+            else:
+                self._client.upload_fileobj(
+                    io.BytesIO(data),
+                    self.bucket,
+                    key,
+                    ExtraArgs={"ContentType": CONTENT_TYPE},
+                    Config=self._transfer,
+                )
+            return len(data)
+
+        return await self._upload(upload, key)
+
+    async def _upload(self, upload: Callable[[], int], key: str) -> Uploaded:
         try:
             size = await self._in_thread(functools.partial(upload))
         # The transfer manager wraps the client's errors in S3UploadFailedError.
