@@ -107,37 +107,35 @@ def rendered(
     account; warm, only when the render began, after the boot.
 
     A container never seen takes the name of one counted under a placeholder, if any:
-    cold, the one counted nearest its boot, from its boot (a count may
-    show a container waiting for its GPU, which bills nothing yet); warm, the oldest,
-    from the placeholder's start. One metered as stopped when the count fell was
-    not the one that stopped: it trades places with the named container idle longest
-    before that stop, which is metered as stopped then instead. Otherwise it is metered
-    from its boot or its stop, or from the latest count if that came after: the count
-    has paid for as many containers as were up, so an earlier start would bill the
-    same time twice (the next count stops the one too many)."""
+    cold, the one counted nearest its boot, from its boot (a count may show a container
+    waiting for its GPU, which bills nothing yet); warm, the oldest, from the
+    placeholder's start. One metered as stopped when the count fell was not the one that
+    stopped: it trades places with the named container idle longest before that stop,
+    which is metered as stopped then instead. Otherwise it is metered from its boot or
+    its stop, or from the latest count if that came after: the count has paid for as
+    many containers as were up, so an earlier start would bill the same time twice (the
+    next count stops the one too many)."""
     live = dict(t.meter.live)
     if container_id not in live:
         stopped = dict(t.gone)
-        held = None if container_id in stopped else _placeholder(t, boot_start_ms if cold else None)
+        stop_ms = stopped.pop(container_id, None)
+        held = None if stop_ms is not None else _placeholder(t, boot_start_ms if cold else None)
         if held is not None:
             since = boot_start_ms if cold else min(live[held], boot_start_ms)
             t = replace(t, meter=_rename(t.meter, held, container_id, since))
         else:
-            stop_ms = stopped.pop(container_id, None)
             t = replace(t, gone=tuple(stopped.items()))
             idle = [
                 (end, cid)
                 for cid, end in t.busy
-                if not cid.startswith(PLACEHOLDER) and stop_ms is not None and end < stop_ms
+                if stop_ms is not None and end < stop_ms and not cid.startswith(PLACEHOLDER)
             ]
             if stop_ms is not None and idle:
                 t = _stop(t, min(idle)[1], stop_ms)
                 since = stop_ms
             else:
-                since = max(
-                    boot_start_ms if stop_ms is None else stop_ms,
-                    t.counted_ms or boot_start_ms,
-                )
+                known_since = boot_start_ms if stop_ms is None else stop_ms
+                since = max(known_since, t.counted_ms or known_since)
             t = replace(t, meter=start(t.meter, container_id, min(since, end_ms)))
     ends = dict(t.busy)
     ends[container_id] = max(end_ms, ends.get(container_id, end_ms))
