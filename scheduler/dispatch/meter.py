@@ -154,7 +154,7 @@ class SpendMeter:
         """Books `usd` to the month of `now_ms` and, when due, reads the fleet's own bill
         for the month's whole hours: where it says more than the meter charged for
         them, the difference is added (once). A bill that says less changes nothing:
-        the meter errs towards spending less."""
+        the higher figure stands, so the budget errs towards spending less."""
         now = datetime.fromtimestamp(now_ms / 1000, UTC)
         month = now.strftime("%Y-%m")
         if state.month != month:
