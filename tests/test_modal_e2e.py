@@ -18,7 +18,7 @@ from spillway.v1 import scheduler_pb2_grpc
 from scheduler.dispatch.meter import decode
 from scheduler.pools.modal import ModalPool, ModalPoolConfig
 from scheduler.store import keys
-from tests.conftest import AUTH, S3Server, Stack, assert_eventually
+from tests.conftest import AUTH, OPERATOR_AUTH, S3Server, Stack, assert_eventually
 from tests.fake_modal import FakeModal
 from tests.test_spillover_e2e import final_jobs, submit_burst
 
@@ -271,6 +271,12 @@ async def test_spilled_renders_charge_their_containers_from_boot_to_stop(
         assert float(await client.get(spend_key) or 0) > 0
 
     await assert_eventually(named_and_charged, within=10)
+    async with grpc.aio.insecure_channel(scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        status = await stub.GetSpillover(pb.GetSpilloverRequest(), metadata=OPERATOR_AUTH)
+    # What an operator sees: the containers billing now, and the month's bill.
+    assert status.metered_containers == len(modal.containers())
+    assert status.spent_usd > 0 and status.bill_corrected_usd == 0
     modal.scale_to_zero()
 
     async def all_stopped() -> float:

@@ -224,7 +224,7 @@ async def test_full_queue_refuses_with_retry_info_over_grpc_and_429_over_rest(
 
 async def test_spillover_cli_reports_mode_and_pools_as_json(stack: Stack) -> None:
     """`spillway spillover --json` prints the mode and, per pool, its in-flight and
-    dispatched counts."""
+    dispatched counts; the table shows the spend and the containers billing."""
     await stack.start_renderer(slots=2)
     scheduler = await stack.start_scheduler(**SPILL_ENV)
     async with grpc.aio.insecure_channel(scheduler.address) as channel:
@@ -255,6 +255,23 @@ async def test_spillover_cli_reports_mode_and_pools_as_json(stack: Stack) -> Non
         "containers": 0,
         "ready_slots": 0,
     }
+    assert status["spend"]["metered_containers"] == 0
+    # The table a person reads says the same.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scheduler",
+        "spillover",
+        "--addr",
+        scheduler.address,
+        "--api-key",
+        OPERATOR_KEY,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    spend_line = next(line for line in out.decode().splitlines() if line.startswith("spend"))
+    assert "this month of $" in spend_line and "0 containers billing now" in spend_line
 
 
 # One in-house slot, and a burst container that takes far longer to boot than any

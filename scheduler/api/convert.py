@@ -134,6 +134,8 @@ def spillover_to_proto(status: SpilloverStatus, config: PolicyConfig) -> pb.GetS
         controls_set_at=timestamp(status.controls_set_at_ms),
         spent_usd=signal.spent_usd,
         spent_usd_by_tenant=status.spent_by_tenant,
+        metered_containers=status.metered_containers,
+        bill_corrected_usd=status.bill_corrected_usd,
         control_changes=[
             pb.ControlChange(
                 time=timestamp(int(c["at_ms"])),

@@ -63,6 +63,8 @@ def to_dict(s: pb.GetSpilloverResponse) -> dict[str, Any]:
             "budget_usd": s.budget_usd,
             "budget_left_usd": round(s.budget_left_usd, 6),
             "by_tenant": {t: round(usd, 6) for t, usd in sorted(s.spent_usd_by_tenant.items())},
+            "metered_containers": s.metered_containers,
+            "bill_corrected_usd": round(s.bill_corrected_usd, 6),
         },
         "estimates_ms": {
             "inhouse_render": s.estimated_inhouse_render_ms,
@@ -119,13 +121,21 @@ def to_table(s: pb.GetSpilloverResponse) -> str:
     spend = d["spend"]
     lines.append(
         f"spend     ${spend['spent_usd']:.4f} this month of ${spend['budget_usd']:.2f}"
-        f" (left ${spend['budget_left_usd']:.2f})"
+        f" (left ${spend['budget_left_usd']:.2f}), {spend['metered_containers']} containers"
+        " billing now"
+        + (
+            f", Modal's bill added ${spend['bill_corrected_usd']:.4f}"
+            if spend["bill_corrected_usd"] > 0
+            else ""
+        )
         + ("" if s.spill_available else "   second fleet unavailable")
     )
     if spenders := sorted(spend["by_tenant"].items(), key=lambda t: -t[1]):
         shown = ", ".join(f"{tenant} ${usd:.4f}" for tenant, usd in spenders[:_TENANTS_SHOWN])
         more = len(spenders) - _TENANTS_SHOWN
-        lines.append(f"  by tenant {shown}" + (f" and {more} more (--json)" if more > 0 else ""))
+        lines.append(
+            f"  GPU time by tenant {shown}" + (f" and {more} more (--json)" if more > 0 else "")
+        )
     est = d["estimates_ms"]
     lines.append(
         f"estimates in-house {est['inhouse_render'] / 1000:.1f} s, "

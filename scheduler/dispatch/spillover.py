@@ -18,6 +18,7 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
 from scheduler.dispatch.fleet import Endpoint, Fleet, capacity, decode_view
+from scheduler.dispatch.meter import decode as decode_meter
 from scheduler.policy import (
     Autoscale,
     Controls,
@@ -80,6 +81,10 @@ class Status:
     control_changes: tuple[Mapping[str, str], ...] = ()
     """The latest operator control changes, newest first: `by`, `at_ms` and the
     controls each set."""
+    metered_containers: int = 0
+    """Containers of the second fleet the spend meter bills now."""
+    bill_corrected_usd: float = 0.0
+    """What the fleet's own bill added to this month's spend beyond the meter."""
 
 
 class Spillover:
@@ -319,7 +324,16 @@ class Spillover:
             pipe.hgetall(keys.AUTOSCALE)
             pipe.hgetall(keys.tenant_spend(_month()))
             pipe.xrevrange(keys.CONTROL_CHANGES, count=_CONTROL_CHANGES_SHOWN)
-            dispatched, recent, applied, by_tenant, control_changes = await pipe.execute()
+            pipe.get(keys.METER)
+            (
+                dispatched,
+                recent,
+                applied,
+                by_tenant,
+                control_changes,
+                metered,
+            ) = await pipe.execute()
+        meter_state = decode_meter(metered)
         pools = [
             PoolView(
                 name=self._inhouse,
@@ -356,6 +370,8 @@ class Spillover:
             controls_set_at_ms=self.controls_set[1],
             spent_by_tenant={tenant: float(usd) for tenant, usd in by_tenant.items()},
             control_changes=tuple(json.loads(f["d"]) for _, f in control_changes),
+            metered_containers=len(meter_state.tracker.meter.live),
+            bill_corrected_usd=meter_state.corrected_usd if meter_state.month == _month() else 0.0,
         )
 
 

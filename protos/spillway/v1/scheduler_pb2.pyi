@@ -360,7 +360,7 @@ class AutoscalerSettings(_message.Message):
     def __init__(self, min_containers: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., scaledown_window_seconds: _Optional[int] = ..., applied_by: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetSpilloverResponse(_message.Message):
-    __slots__ = ("mode", "mode_since", "queued", "high_watermark", "low_watermark", "pools", "decisions", "spent_usd", "budget_usd", "budget_left_usd", "estimated_inhouse_render_ms", "estimated_spill_render_ms", "estimated_cold_start_ms", "recent_changes", "autoscaler_wanted", "autoscaler_applied", "dispatched_since", "spill_available", "endpoints", "spill_control", "dispatch_paused", "controls_set_by", "controls_set_at", "batch_queued", "batch_control", "spent_usd_by_tenant", "control_changes")
+    __slots__ = ("mode", "mode_since", "queued", "high_watermark", "low_watermark", "pools", "decisions", "spent_usd", "budget_usd", "budget_left_usd", "estimated_inhouse_render_ms", "estimated_spill_render_ms", "estimated_cold_start_ms", "recent_changes", "autoscaler_wanted", "autoscaler_applied", "dispatched_since", "spill_available", "endpoints", "spill_control", "dispatch_paused", "controls_set_by", "controls_set_at", "batch_queued", "batch_control", "spent_usd_by_tenant", "control_changes", "metered_containers", "bill_corrected_usd")
     class SpentUsdByTenantEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -395,6 +395,8 @@ class GetSpilloverResponse(_message.Message):
     BATCH_CONTROL_FIELD_NUMBER: _ClassVar[int]
     SPENT_USD_BY_TENANT_FIELD_NUMBER: _ClassVar[int]
     CONTROL_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    METERED_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    BILL_CORRECTED_USD_FIELD_NUMBER: _ClassVar[int]
     mode: SpilloverMode
     mode_since: _timestamp_pb2.Timestamp
     queued: int
@@ -422,7 +424,9 @@ class GetSpilloverResponse(_message.Message):
     batch_control: str
     spent_usd_by_tenant: _containers.ScalarMap[str, float]
     control_changes: _containers.RepeatedCompositeFieldContainer[ControlChange]
-    def __init__(self, mode: _Optional[_Union[SpilloverMode, str]] = ..., mode_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., high_watermark: _Optional[int] = ..., low_watermark: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[SpilloverDecision, _Mapping]]] = ..., spent_usd: _Optional[float] = ..., budget_usd: _Optional[float] = ..., budget_left_usd: _Optional[float] = ..., estimated_inhouse_render_ms: _Optional[int] = ..., estimated_spill_render_ms: _Optional[int] = ..., estimated_cold_start_ms: _Optional[int] = ..., recent_changes: _Optional[_Iterable[_Union[ModeChange, _Mapping]]] = ..., autoscaler_wanted: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., autoscaler_applied: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., dispatched_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spill_available: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[InhouseEndpoint, _Mapping]]] = ..., spill_control: _Optional[str] = ..., dispatch_paused: _Optional[bool] = ..., controls_set_by: _Optional[str] = ..., controls_set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_queued: _Optional[int] = ..., batch_control: _Optional[str] = ..., spent_usd_by_tenant: _Optional[_Mapping[str, float]] = ..., control_changes: _Optional[_Iterable[_Union[ControlChange, _Mapping]]] = ...) -> None: ...
+    metered_containers: int
+    bill_corrected_usd: float
+    def __init__(self, mode: _Optional[_Union[SpilloverMode, str]] = ..., mode_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., high_watermark: _Optional[int] = ..., low_watermark: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[SpilloverDecision, _Mapping]]] = ..., spent_usd: _Optional[float] = ..., budget_usd: _Optional[float] = ..., budget_left_usd: _Optional[float] = ..., estimated_inhouse_render_ms: _Optional[int] = ..., estimated_spill_render_ms: _Optional[int] = ..., estimated_cold_start_ms: _Optional[int] = ..., recent_changes: _Optional[_Iterable[_Union[ModeChange, _Mapping]]] = ..., autoscaler_wanted: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., autoscaler_applied: _Optional[_Union[AutoscalerSettings, _Mapping]] = ..., dispatched_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spill_available: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[InhouseEndpoint, _Mapping]]] = ..., spill_control: _Optional[str] = ..., dispatch_paused: _Optional[bool] = ..., controls_set_by: _Optional[str] = ..., controls_set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_queued: _Optional[int] = ..., batch_control: _Optional[str] = ..., spent_usd_by_tenant: _Optional[_Mapping[str, float]] = ..., control_changes: _Optional[_Iterable[_Union[ControlChange, _Mapping]]] = ..., metered_containers: _Optional[int] = ..., bill_corrected_usd: _Optional[float] = ...) -> None: ...
 
 class ControlChange(_message.Message):
     __slots__ = ("time", "by", "spill", "dispatch", "batch")
