@@ -1,8 +1,9 @@
 """The I/O shell around the spillover policy: reads its signal and state from Redis in
 one round trip, runs `policy.decide`, saves the state back (compare-and-set, so replicas
-deciding at once cannot lose a mode change), turns each finished render into samples and
-metered spend (which the job store writes with the job's next step), and holds the
-autoscaler lease. Every decision is the policy's; this module only moves data."""
+deciding at once cannot lose a mode change), turns each finished render into samples,
+its container for the spend meter and its tenant's GPU time (which the job store writes
+with the job's next step), and holds the autoscaler lease. Every decision is the
+policy's; this module only moves data."""
 
 from __future__ import annotations
 
