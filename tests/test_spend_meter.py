@@ -177,3 +177,29 @@ async def test_a_failing_billing_report_leaves_the_meter_standing(
     modal.outage = True
     assert await meter.meter_once() == 0.0
     assert await redis_client.get(spend_key()) in (None, "0")
+
+
+async def test_no_bill_is_asked_for_before_the_month_has_a_whole_hour(
+    redis_client: aredis.Redis, modal: FakeModal, tmp_path: Path
+) -> None:
+    """At 00:40 on the 1st the report would cover nothing: it is not asked for, and the
+    first check comes once the month's first hour is whole."""
+    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
+    clock = [int(datetime(2027, 1, 1, 0, 40, tzinfo=UTC).timestamp() * 1000)]
+    meter = SpendMeter(
+        redis_client,
+        pool,
+        CONFIG,
+        owner="a",
+        interval_s=5.0,
+        bill_check_s=60,
+        clock=lambda: clock[0],
+    )
+    await redis_client.set(keys.METER_LEASE, "a")
+    modal.bill(datetime(2027, 1, 1, tzinfo=UTC), "3.00", {"spillway": "spillway-renderer"})
+    modal.outage = True  # any request for the bill would fail, and be logged
+    assert await meter.meter_once() == 0.0
+    assert decode(await redis_client.get(keys.METER)).checked_ms == 0
+    modal.outage = False
+    clock[0] += 30 * 60_000
+    assert await meter.meter_once() == pytest.approx(3.0)

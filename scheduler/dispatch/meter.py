@@ -165,9 +165,11 @@ class SpendMeter:
         state = replace(state, month_usd=state.month_usd + usd)
         if not self._bill_check_ms or now_ms - state.checked_ms < self._bill_check_ms:
             return state, 0.0
-        state = replace(state, checked_ms=now_ms)
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         hour_start = datetime.fromtimestamp(hour_ms / 1000, UTC)
+        if hour_start <= month_start:
+            return state, 0.0  # no whole hour of this month yet
+        state = replace(state, checked_ms=now_ms)
         try:
             billed = await self._pool.billed_usd(month_start, hour_start)
         except Exception as exc:
