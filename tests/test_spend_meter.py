@@ -55,6 +55,25 @@ def make_meter(client: aredis.Redis, pool: ModalPool, owner: str) -> SpendMeter:
     return SpendMeter(client, pool, CONFIG, owner=owner, interval_s=5.0)
 
 
+async def billing_meter(
+    client: aredis.Redis, modal: FakeModal, tmp_path: Path, clock: list[int] | None = None
+) -> SpendMeter:
+    """A meter holding the lease that reads Modal's bill whenever a minute has passed,
+    on `clock[0]` (ms) if given, else Redis's clock."""
+    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
+    meter = SpendMeter(
+        client,
+        pool,
+        CONFIG,
+        owner="a",
+        interval_s=5.0,
+        bill_check_s=60,
+        clock=None if clock is None else lambda: clock[0],
+    )
+    await client.set(keys.METER_LEASE, "a")
+    return meter
+
+
 async def test_prewarmed_containers_that_serve_nothing_are_charged_until_they_stop(
     redis_client: aredis.Redis, modal: FakeModal, tmp_path: Path
 ) -> None:
@@ -138,19 +157,8 @@ async def test_modals_own_bill_raises_the_spend_for_the_months_whole_hours(
     two hours, which the meter (seeing no containers) charged nothing for: the spend
     rises by $7.50 once, and not again at the next check. Other apps' rows and a bill
     that says less than the meter change nothing."""
-    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
-    now = datetime(2026, 12, 4, 10, 30, tzinfo=UTC)
-    clock = [int(now.timestamp() * 1000)]
-    meter = SpendMeter(
-        redis_client,
-        pool,
-        CONFIG,
-        owner="a",
-        interval_s=5.0,
-        bill_check_s=60,
-        clock=lambda: clock[0],
-    )
-    await redis_client.set(keys.METER_LEASE, "a")
+    clock = [int(datetime(2026, 12, 4, 10, 30, tzinfo=UTC).timestamp() * 1000)]
+    meter = await billing_meter(redis_client, modal, tmp_path, clock)
     month = datetime(2026, 12, 1, tzinfo=UTC)
     modal.bill(month, "5.00", {"spillway": "spillway-renderer"})
     modal.bill(month + timedelta(hours=1), "2.50", {"spillway": "spillway-renderer"})
@@ -170,9 +178,7 @@ async def test_a_failing_billing_report_leaves_the_meter_standing(
 ) -> None:
     """Modal unreachable when the bill is due: the meter charges what it metered, logs,
     and the spend is not touched by the bill."""
-    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
-    meter = SpendMeter(redis_client, pool, CONFIG, owner="a", interval_s=5.0, bill_check_s=1)
-    await redis_client.set(keys.METER_LEASE, "a")
+    meter = await billing_meter(redis_client, modal, tmp_path)
     modal.bill(datetime(2026, 12, 1, tzinfo=UTC), "5.00", {"spillway": "spillway-renderer"})
     modal.outage = True
     assert await meter.meter_once() == 0.0
@@ -184,18 +190,8 @@ async def test_no_bill_is_asked_for_before_the_month_has_a_whole_hour(
 ) -> None:
     """At 00:40 on the 1st the report would cover nothing: it is not asked for, and the
     first check comes once the month's first hour is whole."""
-    pool = ModalPool(ModalPoolConfig(tmp_dir=tmp_path), sdk=modal)
     clock = [int(datetime(2027, 1, 1, 0, 40, tzinfo=UTC).timestamp() * 1000)]
-    meter = SpendMeter(
-        redis_client,
-        pool,
-        CONFIG,
-        owner="a",
-        interval_s=5.0,
-        bill_check_s=60,
-        clock=lambda: clock[0],
-    )
-    await redis_client.set(keys.METER_LEASE, "a")
+    meter = await billing_meter(redis_client, modal, tmp_path, clock)
     modal.bill(datetime(2027, 1, 1, tzinfo=UTC), "3.00", {"spillway": "spillway-renderer"})
     modal.outage = True  # any request for the bill would fail, and be logged
     assert await meter.meter_once() == 0.0
